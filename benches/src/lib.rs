@@ -1,0 +1,1 @@
+//! Shared helpers for the Piazza criterion benches (see benches/README.md).

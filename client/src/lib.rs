@@ -1,0 +1,1 @@
+//! The Piazza client SDK.

@@ -1,0 +1,385 @@
+//! Typed ids. Each is built only by parsing (or by deserializing, which parses), so holding one
+//! means it is valid. Fields are private.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{CLIENT_MSG_ID_BYTES_MAX, DEVICE_ID_BYTES_MAX, USER_NAME_BYTES_MAX};
+
+/// Why a string is not a valid id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The id is empty.
+    #[error("{kind} is empty")]
+    Empty {
+        /// Which kind of id.
+        kind: &'static str,
+    },
+    /// The id is longer than its limit.
+    #[error("{kind} is longer than {max} bytes")]
+    TooLong {
+        /// Which kind of id.
+        kind: &'static str,
+        /// The limit.
+        max: usize,
+    },
+    /// The id contains a character it may not contain.
+    #[error("{kind} contains {ch:?}; allowed: {allowed}")]
+    BadChar {
+        /// Which kind of id.
+        kind: &'static str,
+        /// The first offending character.
+        ch: char,
+        /// Human description of the allowed set.
+        allowed: &'static str,
+    },
+    /// Structurally wrong (for example a direct conversation with oneself).
+    #[error("{kind}: {reason}")]
+    Malformed {
+        /// Which kind of id.
+        kind: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+fn check_chars(
+    kind: &'static str,
+    s: &str,
+    max: usize,
+    allowed: &'static str,
+    ok: impl Fn(char) -> bool,
+) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if s.len() > max {
+        return Err(IdError::TooLong { kind, max });
+    }
+    match s.chars().find(|&ch| !ok(ch)) {
+        Some(ch) => Err(IdError::BadChar { kind, ch, allowed }),
+        None => Ok(()),
+    }
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $allowed:literal, $ok:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                check_chars($kind, s, $max, $allowed, $ok)?;
+                Ok($name(s.to_owned()))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                check_chars($kind, &s, $max, $allowed, $ok)?;
+                Ok($name(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A user name: 1–64 bytes of `[a-z0-9_.-]`. The token's subject.
+    UserId,
+    "user id",
+    USER_NAME_BYTES_MAX,
+    "a-z 0-9 _ . -",
+    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
+);
+
+string_id!(
+    /// A device of a user: 1–64 bytes of `[A-Za-z0-9_.:-]`.
+    DeviceId,
+    "device id",
+    DEVICE_ID_BYTES_MAX,
+    "A-Z a-z 0-9 _ . : -",
+    |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+);
+
+string_id!(
+    /// The client's own id for a message it sends, 1–64 bytes of visible ASCII. A retried send with the
+    /// same id (from the same sender, in the same conversation) returns the original ack.
+    ClientMsgId,
+    "client message id",
+    CLIENT_MSG_ID_BYTES_MAX,
+    "visible ASCII",
+    |c: char| c.is_ascii_graphic()
+);
+
+/// A group, as a non-zero 64-bit number chosen by the node at creation.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct GroupId(u64);
+
+impl GroupId {
+    /// Builds a group id; zero is not a valid id.
+    pub fn new(raw: u64) -> Result<GroupId, IdError> {
+        if raw == 0 {
+            return Err(IdError::Malformed {
+                kind: "group id",
+                reason: "zero is not a group id",
+            });
+        }
+        Ok(GroupId(raw))
+    }
+
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for GroupId {
+    type Error = IdError;
+    fn try_from(raw: u64) -> Result<Self, IdError> {
+        GroupId::new(raw)
+    }
+}
+
+impl From<GroupId> for u64 {
+    fn from(id: GroupId) -> u64 {
+        id.0
+    }
+}
+
+impl FromStr for GroupId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let digits = s.strip_prefix("g:").unwrap_or(s);
+        let raw = digits.parse::<u64>().map_err(|_| IdError::Malformed {
+            kind: "group id",
+            reason: "not a number",
+        })?;
+        GroupId::new(raw)
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupId({})", self.0)
+    }
+}
+
+/// A position in a conversation's sequence. The first message has seq 1; `Seq::ZERO` means "nothing
+/// yet" and is what a device that never saw a conversation syncs from.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Seq(u64);
+
+impl Seq {
+    /// Before the first message.
+    pub const ZERO: Seq = Seq(0);
+
+    /// Wraps a raw sequence number.
+    pub const fn new(raw: u64) -> Seq {
+        Seq(raw)
+    }
+
+    /// The raw number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The next sequence number, or `None` at `u64::MAX` (a conversation cannot grow further).
+    pub fn next(self) -> Option<Seq> {
+        self.0.checked_add(1).map(Seq)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A conversation: either the one direct conversation between two users (named by both, in
+/// order, so both sides compute the same id) or a group.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ConversationIdRepr", into = "ConversationIdRepr")]
+pub enum ConversationId {
+    /// The direct conversation between `low` and `high`, with `low < high`.
+    Direct {
+        /// The lexicographically smaller user.
+        low: UserId,
+        /// The lexicographically larger user.
+        high: UserId,
+    },
+    /// A group conversation.
+    Group(GroupId),
+}
+
+impl ConversationId {
+    /// The direct conversation between two distinct users, in either order.
+    pub fn direct(a: UserId, b: UserId) -> Result<ConversationId, IdError> {
+        if a == b {
+            return Err(IdError::Malformed {
+                kind: "conversation id",
+                reason: "a direct conversation needs two different users",
+            });
+        }
+        let (low, high) = if a < b { (a, b) } else { (b, a) };
+        Ok(ConversationId::Direct { low, high })
+    }
+
+    /// Whether `user` is one of the two sides of a direct conversation (always false for groups,
+    /// whose membership lives in the group's actor).
+    pub fn is_direct_party(&self, user: &UserId) -> bool {
+        match self {
+            ConversationId::Direct { low, high } => low == user || high == user,
+            ConversationId::Group(_) => false,
+        }
+    }
+
+    /// For a direct conversation, the side that is not `me`.
+    pub fn peer_of(&self, me: &UserId) -> Option<&UserId> {
+        match self {
+            ConversationId::Direct { low, high } if low == me => Some(high),
+            ConversationId::Direct { low, high } if high == me => Some(low),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConversationId {
+    /// `dm:<low>:<high>` or `g:<group>`; parsed back by [`FromStr`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConversationId::Direct { low, high } => write!(f, "dm:{low}:{high}"),
+            ConversationId::Group(g) => write!(f, "g:{g}"),
+        }
+    }
+}
+
+impl fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConversationId({self})")
+    }
+}
+
+impl FromStr for ConversationId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if let Some(rest) = s.strip_prefix("dm:") {
+            let (a, b) = rest.split_once(':').ok_or(IdError::Malformed {
+                kind: "conversation id",
+                reason: "expected dm:<user>:<user>",
+            })?;
+            let (a, b) = (a.parse::<UserId>()?, b.parse::<UserId>()?);
+            if a >= b {
+                return Err(IdError::Malformed {
+                    kind: "conversation id",
+                    reason: "users of a direct conversation must be in ascending order",
+                });
+            }
+            return ConversationId::direct(a, b);
+        }
+        if let Some(rest) = s.strip_prefix("g:") {
+            return Ok(ConversationId::Group(rest.parse()?));
+        }
+        Err(IdError::Malformed {
+            kind: "conversation id",
+            reason: "expected dm:… or g:…",
+        })
+    }
+}
+
+/// The wire shape of a [`ConversationId`], validated on the way in.
+#[derive(Serialize, Deserialize)]
+enum ConversationIdRepr {
+    Direct(UserId, UserId),
+    Group(GroupId),
+}
+
+impl TryFrom<ConversationIdRepr> for ConversationId {
+    type Error = IdError;
+    fn try_from(repr: ConversationIdRepr) -> Result<Self, IdError> {
+        match repr {
+            ConversationIdRepr::Direct(low, high) if low < high => {
+                Ok(ConversationId::Direct { low, high })
+            }
+            ConversationIdRepr::Direct(..) => Err(IdError::Malformed {
+                kind: "conversation id",
+                reason: "users of a direct conversation must be distinct and ascending",
+            }),
+            ConversationIdRepr::Group(g) => Ok(ConversationId::Group(g)),
+        }
+    }
+}
+
+impl From<ConversationId> for ConversationIdRepr {
+    fn from(id: ConversationId) -> Self {
+        match id {
+            ConversationId::Direct { low, high } => ConversationIdRepr::Direct(low, high),
+            ConversationId::Group(g) => ConversationIdRepr::Group(g),
+        }
+    }
+}
+
+/// How a client names a conversation in a request: "my direct conversation with this user", or a
+/// group. The node resolves it to a [`ConversationId`] using the authenticated user.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConversationRef {
+    /// The direct conversation between the caller and `peer`.
+    Direct {
+        /// The other user.
+        peer: UserId,
+    },
+    /// A group the caller belongs to.
+    Group(GroupId),
+    /// A conversation named by its full id (as it appears in events and sync batches).
+    Id(ConversationId),
+}
+
+impl ConversationRef {
+    /// Resolves the reference for the authenticated user `me`.
+    pub fn resolve(&self, me: &UserId) -> Result<ConversationId, IdError> {
+        match self {
+            ConversationRef::Direct { peer } => ConversationId::direct(me.clone(), peer.clone()),
+            ConversationRef::Group(g) => Ok(ConversationId::Group(*g)),
+            ConversationRef::Id(id) => Ok(id.clone()),
+        }
+    }
+}

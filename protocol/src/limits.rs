@@ -1,0 +1,66 @@
+//! Hard wire limits. Every string, list and frame that crosses the wire has one; both sides enforce
+//! them, and a node answers anything over a limit with [`crate::ErrorCode::TooLarge`] or
+//! [`crate::ErrorCode::Invalid`].
+
+/// Largest frame body a node accepts from a client (requests). A request is small: the biggest ones
+/// are a `Sync` with [`SYNC_CURSORS_MAX`] cursors and a group creation with
+/// [`GROUP_CREATE_MEMBERS_MAX`] members.
+pub const REQUEST_FRAME_BYTES_MAX: u32 = 256 * 1024;
+
+/// Largest frame body either side accepts at all (responses and events). A full history page or sync
+/// batch of maximal messages must fit, see the assertions below.
+pub const FRAME_BYTES_MAX: u32 = 2 * 1024 * 1024;
+
+/// Largest datagram body (typing indicators). Well under the smallest QUIC datagram size a path
+/// supports (~1200 bytes), so it is never fragmented away.
+pub const DATAGRAM_BYTES_MAX: u32 = 1024;
+
+/// Longest user name in bytes. Names are `[a-z0-9_.-]`, so bytes = characters.
+pub const USER_NAME_BYTES_MAX: usize = 64;
+
+/// Longest device id in bytes.
+pub const DEVICE_ID_BYTES_MAX: usize = 64;
+
+/// Longest client message id in bytes (clients typically use a UUID or a counter).
+pub const CLIENT_MSG_ID_BYTES_MAX: usize = 64;
+
+/// Longest text message in bytes: Telegram's 4096 characters at up to 4 UTF-8 bytes each.
+pub const TEXT_BYTES_MAX: usize = 16 * 1024;
+
+/// Longest group name in bytes.
+pub const GROUP_NAME_BYTES_MAX: usize = 256;
+
+/// Longest token in bytes (a JWT with a handful of claims is ~300 bytes).
+pub const TOKEN_BYTES_MAX: usize = 4096;
+
+/// Most members a client may name when creating a group in one request. Larger groups grow by
+/// invitation (a later issue).
+pub const GROUP_CREATE_MEMBERS_MAX: usize = 1000;
+
+/// Most messages in one history page.
+pub const HISTORY_PAGE_MAX: u32 = 100;
+
+/// Most cursors in one `Sync` request; a device with more conversations syncs in several requests.
+pub const SYNC_CURSORS_MAX: usize = 1000;
+
+/// Most messages in one `SyncBatch`; `more` tells the client to ask again.
+pub const SYNC_MESSAGES_MAX: u32 = 100;
+
+/// Upper bound on one encoded message: text plus ids plus fixed fields, with slack for the encoding.
+pub const MESSAGE_BYTES_MAX: u32 = (TEXT_BYTES_MAX
+    + CLIENT_MSG_ID_BYTES_MAX
+    + 3 * USER_NAME_BYTES_MAX
+    + GROUP_NAME_BYTES_MAX
+    + 256) as u32;
+
+const _: () =
+    assert!(HISTORY_PAGE_MAX as u64 * MESSAGE_BYTES_MAX as u64 + 1024 <= FRAME_BYTES_MAX as u64);
+const _: () =
+    assert!(SYNC_MESSAGES_MAX as u64 * MESSAGE_BYTES_MAX as u64 + 1024 <= FRAME_BYTES_MAX as u64);
+const _: () = assert!(
+    (SYNC_CURSORS_MAX * (2 * USER_NAME_BYTES_MAX + 32)) as u64 <= REQUEST_FRAME_BYTES_MAX as u64
+);
+const _: () = assert!(
+    (GROUP_CREATE_MEMBERS_MAX * (USER_NAME_BYTES_MAX + 8)) as u64 <= REQUEST_FRAME_BYTES_MAX as u64
+);
+const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= FRAME_BYTES_MAX);

@@ -1,0 +1,324 @@
+//! Requests, responses, server-pushed events and datagrams.
+//!
+//! A request travels alone on its own bidirectional stream and gets exactly one [`Response`].
+//! [`Request::validate`] checks every wire limit; the node calls it before doing anything else, and
+//! clients may call it to fail early.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorCode;
+use crate::ids::{ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, Seq, UserId};
+use crate::limits::{
+    GROUP_CREATE_MEMBERS_MAX, GROUP_NAME_BYTES_MAX, HISTORY_PAGE_MAX, SYNC_CURSORS_MAX,
+    SYNC_MESSAGES_MAX, TEXT_BYTES_MAX, TOKEN_BYTES_MAX,
+};
+
+/// A client request. The first one on a connection must be [`Request::Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Authenticate the connection. Answered with [`Response::Welcome`].
+    Hello {
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        protocol_version: u32,
+        /// A signed token naming the user (see the node's `token` command).
+        token: String,
+        /// Which of the user's devices this connection is.
+        device: DeviceId,
+    },
+    /// Append a text message. Answered with [`Response::Ack`] once it is durable.
+    Send {
+        /// Where to send it.
+        conversation: ConversationRef,
+        /// The client's id for this message; retries with the same id are answered with the
+        /// original ack.
+        client_msg_id: ClientMsgId,
+        /// The text, at most [`TEXT_BYTES_MAX`] bytes.
+        text: String,
+    },
+    /// A page of a conversation's history, oldest first. Answered with [`Response::History`].
+    History {
+        /// Which conversation.
+        conversation: ConversationRef,
+        /// Only messages with a seq below this one (`None`: the newest).
+        before: Option<Seq>,
+        /// At most this many messages, 1..=[`HISTORY_PAGE_MAX`].
+        limit: u32,
+    },
+    /// Everything the device missed, in every conversation of the user. Answered with
+    /// [`Response::Sync`].
+    Sync {
+        /// The last seq the device has per conversation; conversations not named are synced from
+        /// the start.
+        cursors: Vec<SyncCursor>,
+        /// At most this many messages in the answer, 1..=[`SYNC_MESSAGES_MAX`].
+        limit: u32,
+    },
+    /// Mark messages up to `seq` as delivered to or read by this user. Answered with
+    /// [`Response::Done`]; other members get [`Event::Receipt`].
+    Receipt {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Up to and including this seq.
+        seq: Seq,
+        /// Delivered or read.
+        kind: ReceiptKind,
+    },
+    /// The receipt positions of every member of a conversation. Answered with
+    /// [`Response::Receipts`].
+    Receipts {
+        /// Which conversation.
+        conversation: ConversationRef,
+    },
+    /// Create a group with the caller as owner. Answered with [`Response::GroupCreated`].
+    CreateGroup {
+        /// Display name, 1..=[`GROUP_NAME_BYTES_MAX`] bytes.
+        name: String,
+        /// Initial members besides the caller, at most [`GROUP_CREATE_MEMBERS_MAX`].
+        members: Vec<UserId>,
+    },
+    /// Leave a group. Answered with [`Response::Done`].
+    LeaveGroup {
+        /// Which group.
+        group: GroupId,
+    },
+}
+
+impl Request {
+    /// Checks every wire limit of the request. Pure; the node calls it first.
+    pub fn validate(&self) -> Result<(), ErrorCode> {
+        match self {
+            Request::Hello { token, .. } => {
+                check_len("token", token.len(), TOKEN_BYTES_MAX)?;
+            }
+            Request::Send { text, .. } => {
+                if text.is_empty() {
+                    return Err(ErrorCode::invalid("text", "empty message"));
+                }
+                check_len("text", text.len(), TEXT_BYTES_MAX)?;
+            }
+            Request::History { limit, .. } => check_range("limit", *limit, HISTORY_PAGE_MAX)?,
+            Request::Sync { cursors, limit } => {
+                check_len("cursors", cursors.len(), SYNC_CURSORS_MAX)?;
+                check_range("limit", *limit, SYNC_MESSAGES_MAX)?;
+            }
+            Request::Receipt { .. } | Request::Receipts { .. } | Request::LeaveGroup { .. } => {}
+            Request::CreateGroup { name, members } => {
+                if name.trim().is_empty() {
+                    return Err(ErrorCode::invalid("name", "empty group name"));
+                }
+                check_len("name", name.len(), GROUP_NAME_BYTES_MAX)?;
+                check_len("members", members.len(), GROUP_CREATE_MEMBERS_MAX)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A short, stable label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Send { .. } => "send",
+            Request::History { .. } => "history",
+            Request::Sync { .. } => "sync",
+            Request::Receipt { .. } => "receipt",
+            Request::Receipts { .. } => "receipts",
+            Request::CreateGroup { .. } => "create_group",
+            Request::LeaveGroup { .. } => "leave_group",
+        }
+    }
+}
+
+fn check_len(field: &str, len: usize, max: usize) -> Result<(), ErrorCode> {
+    if len > max {
+        return Err(ErrorCode::TooLarge {
+            what: field.to_owned(),
+            limit: max as u64,
+        });
+    }
+    Ok(())
+}
+
+fn check_range(field: &str, value: u32, max: u32) -> Result<(), ErrorCode> {
+    if value == 0 || value > max {
+        return Err(ErrorCode::invalid(
+            field,
+            format!("must be between 1 and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The last seq a device has seen in one conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCursor {
+    /// Which conversation.
+    pub conversation: ConversationId,
+    /// The last seq the device has (it wants everything after it).
+    pub seq: Seq,
+}
+
+/// Delivered or read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReceiptKind {
+    /// The message reached one of the user's devices.
+    Delivered,
+    /// The user has seen the message.
+    Read,
+}
+
+/// The node's answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// `Hello` accepted.
+    Welcome {
+        /// The authenticated user (the token's subject).
+        user: UserId,
+        /// Name of the node that serves this connection.
+        node: String,
+        /// The node's clock, for display purposes only.
+        server_time_ms: u64,
+    },
+    /// A send is durable.
+    Ack(SendAck),
+    /// A history page.
+    History(HistoryPage),
+    /// A sync batch.
+    Sync(SyncBatch),
+    /// Receipt positions of a conversation's members.
+    Receipts(Vec<ReceiptState>),
+    /// A group was created.
+    GroupCreated {
+        /// The new group's conversation.
+        conversation: ConversationId,
+    },
+    /// The request succeeded and has nothing else to say.
+    Done,
+    /// The request failed.
+    Error(ErrorCode),
+}
+
+/// Acknowledgement of a durable send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendAck {
+    /// The conversation the message is in.
+    pub conversation: ConversationId,
+    /// Its position.
+    pub seq: Seq,
+    /// The id the client gave it.
+    pub client_msg_id: ClientMsgId,
+    /// When the node accepted it (milliseconds since the Unix epoch).
+    pub sent_at_ms: u64,
+    /// True if this ack answers a retry of a message that was already stored.
+    pub duplicate: bool,
+}
+
+/// A page of history, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Messages in ascending seq.
+    pub messages: Vec<Message>,
+    /// Whether older messages exist (ask again with `before` = the first seq of this page).
+    pub more: bool,
+}
+
+/// Missed messages, grouped by conversation and in ascending seq within each conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncBatch {
+    /// The messages.
+    pub messages: Vec<Message>,
+    /// Whether more remain: advance the cursors past these messages and ask again.
+    pub more: bool,
+}
+
+/// Where one member stands in a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptState {
+    /// The member.
+    pub user: UserId,
+    /// Highest seq delivered to one of the member's devices.
+    pub delivered: Seq,
+    /// Highest seq the member has read.
+    pub read: Seq,
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The conversation it belongs to.
+    pub conversation: ConversationId,
+    /// Its position, gap-free from 1.
+    pub seq: Seq,
+    /// Who sent it.
+    pub sender: UserId,
+    /// The sender's id for it.
+    pub client_msg_id: ClientMsgId,
+    /// When the node accepted it (milliseconds since the Unix epoch).
+    pub sent_at_ms: u64,
+    /// What it says.
+    pub body: MessageBody,
+}
+
+/// The content of a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// Plain text.
+    Text(String),
+    /// Something that happened to the conversation, recorded in its sequence.
+    System(SystemEvent),
+}
+
+/// Membership changes and other conversation events, stored in the sequence like messages so every
+/// device sees them in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SystemEvent {
+    /// The group was created.
+    GroupCreated {
+        /// Its name.
+        name: String,
+        /// How many members it started with, owner included.
+        member_count: u32,
+    },
+    /// A member left.
+    MemberLeft {
+        /// Who.
+        user: UserId,
+    },
+}
+
+/// Pushed by the node on the connection's event stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A new message in one of the user's conversations (also the user's own, for other devices).
+    Message(Message),
+    /// A member's receipt position moved.
+    Receipt {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Whose receipt.
+        user: UserId,
+        /// Delivered or read.
+        kind: ReceiptKind,
+        /// Up to and including this seq.
+        seq: Seq,
+    },
+    /// The node had to drop events for this connection (it was too slow to read them): run
+    /// `Sync` from the device's cursors to catch up.
+    Resync,
+}
+
+/// A QUIC datagram: unreliable, unordered, cheap. Used for typing indicators.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Datagram {
+    /// `user` is (or stopped) typing in `conversation`. From a client, `user` is ignored and
+    /// replaced by the authenticated user.
+    Typing {
+        /// Which conversation.
+        conversation: ConversationId,
+        /// Who is typing.
+        user: UserId,
+        /// Typing started (true) or stopped (false).
+        active: bool,
+    },
+}
