@@ -1,0 +1,260 @@
+//! Durable state: the [`Storage`] trait, its errors and row types, and the embedded adapter.
+//!
+//! Writes go through [`Storage::submit`]: a bounded queue drained by one writer that commits whole
+//! batches with one fsync (group commit) and then calls every batch's callback. The callback is the
+//! only place an acknowledgement may come from: *nothing is acknowledged before it is durable*.
+//! Batches from one submitter commit in submission order, so an empty batch is a barrier: its
+//! callback runs after everything submitted before it is durable.
+//!
+//! Reads are synchronous point and range reads of committed data.
+//!
+//! Rows have their own encoding: messages are stored as a format byte plus the protocol's message
+//! encoding; group rows are hand-encoded (internal types are not `Serialize`).
+
+mod embedded;
+
+use std::fmt;
+
+use piazza_protocol::{ConversationId, GroupId, Message, ReceiptState, Seq, UserId};
+
+pub use embedded::EmbeddedStorage;
+
+/// Why a storage operation failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The write queue is full: the node is overloaded. Retry later (the client gets
+    /// `Unavailable`).
+    #[error("storage queue is full")]
+    Overloaded,
+    /// The store is closed (the node is shutting down).
+    #[error("storage is closed")]
+    Closed,
+    /// The engine failed (I/O error, corruption). Writes are refused from then on; an operator
+    /// must look at the node.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// A stored row does not decode. Indicates corruption or a format bug.
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt {
+        /// Which table.
+        table: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Called once a submitted batch is durable, or failed. Runs on the writer thread: keep it short
+/// and non-blocking (send a message, answer a reply port).
+pub type CommitCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
+
+/// The role of a group member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Created the group.
+    Owner,
+    /// Any other member.
+    Member,
+}
+
+impl Role {
+    fn to_byte(self) -> u8 {
+        match self {
+            Role::Owner => 1,
+            Role::Member => 2,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Result<Role, StorageError> {
+        match byte {
+            1 => Ok(Role::Owner),
+            2 => Ok(Role::Member),
+            other => Err(StorageError::Corrupt { table: "members", reason: format!("role {other}") }),
+        }
+    }
+}
+
+/// What is stored about a group besides its members and messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// Display name.
+    pub name: String,
+    /// Creator.
+    pub owner: UserId,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// One write in a batch.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Append a message at its seq.
+    Message(Message),
+    /// Create a group.
+    Group {
+        /// The group.
+        id: GroupId,
+        /// Its record.
+        record: GroupRecord,
+    },
+    /// Add `user` to a conversation: member list (groups) and the user's conversation index.
+    AddMember {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The user.
+        user: UserId,
+        /// Their role.
+        role: Role,
+    },
+    /// Remove `user` from a conversation and from their index.
+    RemoveMember {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The user.
+        user: UserId,
+    },
+    /// Record that a user takes part in a conversation (direct conversations have no member list:
+    /// the id names both sides).
+    IndexConversation {
+        /// The user.
+        user: UserId,
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// A member's receipt positions.
+    Receipt {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The member.
+        user: UserId,
+        /// Highest delivered seq.
+        delivered: Seq,
+        /// Highest read seq.
+        read: Seq,
+    },
+}
+
+/// The storage adapter interface. The embedded adapter is the single-node default; a PostgreSQL
+/// adapter serves clusters later.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Queues a batch; `done` runs once it is durable or failed. Fails at once with
+    /// [`StorageError::Overloaded`] when the queue is full, or [`StorageError::Closed`].
+    fn submit(&self, writes: Vec<Write>, done: CommitCallback) -> Result<(), StorageError>;
+
+    /// A group's record, if the group exists.
+    fn group(&self, id: GroupId) -> Result<Option<GroupRecord>, StorageError>;
+
+    /// Up to `max` members of a conversation, with roles.
+    fn members(
+        &self,
+        conversation: &ConversationId,
+        max: usize,
+    ) -> Result<Vec<(UserId, Role)>, StorageError>;
+
+    /// The highest stored seq of a conversation (`Seq::ZERO` if it has no messages).
+    fn last_seq(&self, conversation: &ConversationId) -> Result<Seq, StorageError>;
+
+    /// Up to `limit` messages with seq below `before` (or the newest), in ascending seq, and
+    /// whether older ones exist.
+    fn messages_before(
+        &self,
+        conversation: &ConversationId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<(Vec<Message>, bool), StorageError>;
+
+    /// Up to `limit` messages with seq above `after`, in ascending seq, and whether more exist.
+    fn messages_after(
+        &self,
+        conversation: &ConversationId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<(Vec<Message>, bool), StorageError>;
+
+    /// Up to `max` conversations `user` takes part in.
+    fn user_conversations(
+        &self,
+        user: &UserId,
+        max: usize,
+    ) -> Result<Vec<ConversationId>, StorageError>;
+
+    /// Receipt positions of a conversation's members.
+    fn receipts(&self, conversation: &ConversationId) -> Result<Vec<ReceiptState>, StorageError>;
+
+    /// False once a commit has failed: the node is no longer ready.
+    fn is_healthy(&self) -> bool;
+
+    /// Commits everything queued, stops the writer and waits for it. Blocking: call from a
+    /// blocking context. Later submissions fail with [`StorageError::Closed`].
+    fn close(&self) -> Result<(), StorageError>;
+}
+
+/// Format byte of message rows.
+const MESSAGE_ROW_V1: u8 = 1;
+/// Format byte of group rows.
+const GROUP_ROW_V1: u8 = 1;
+
+fn encode_message_row(message: &Message) -> Result<Vec<u8>, StorageError> {
+    let body = piazza_protocol::codec::encode(message)
+        .map_err(|e| StorageError::Corrupt { table: "messages", reason: e.to_string() })?;
+    let mut row = Vec::with_capacity(1 + body.len());
+    row.push(MESSAGE_ROW_V1);
+    row.extend_from_slice(&body);
+    Ok(row)
+}
+
+fn decode_message_row(row: &[u8]) -> Result<Message, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt { table: "messages", reason };
+    match row.split_first() {
+        Some((&MESSAGE_ROW_V1, body)) => piazza_protocol::codec::decode(
+            body,
+            piazza_protocol::limits::FRAME_BYTES_MAX as usize,
+        )
+        .map_err(|e| corrupt(e.to_string())),
+        Some((version, _)) => Err(corrupt(format!("unknown row format {version}"))),
+        None => Err(corrupt("empty row".into())),
+    }
+}
+
+fn encode_group_row(record: &GroupRecord) -> Vec<u8> {
+    let owner = record.owner.as_str().as_bytes();
+    let name = record.name.as_bytes();
+    let mut row = Vec::with_capacity(1 + 8 + 2 + owner.len() + 2 + name.len());
+    row.push(GROUP_ROW_V1);
+    row.extend_from_slice(&record.created_at_ms.to_be_bytes());
+    // Both lengths fit in u16: user names and group names are bounded by protocol limits.
+    row.extend_from_slice(&(owner.len() as u16).to_be_bytes());
+    row.extend_from_slice(owner);
+    row.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    row.extend_from_slice(name);
+    row
+}
+
+fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
+    let corrupt = |reason: &str| StorageError::Corrupt { table: "groups", reason: reason.into() };
+    let mut rest = match row.split_first() {
+        Some((&GROUP_ROW_V1, rest)) => rest,
+        _ => return Err(corrupt("unknown row format")),
+    };
+    let mut take = |n: usize| -> Result<&[u8], StorageError> {
+        if rest.len() < n {
+            return Err(corrupt("truncated"));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let created_at_ms = u64::from_be_bytes(take(8)?.try_into().map_err(|_| corrupt("time"))?);
+    let owner_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt("len"))?);
+    let owner = std::str::from_utf8(take(usize::from(owner_len))?)
+        .map_err(|_| corrupt("owner utf-8"))?
+        .parse::<UserId>()
+        .map_err(|_| corrupt("owner"))?;
+    let name_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt("len"))?);
+    let name = std::str::from_utf8(take(usize::from(name_len))?)
+        .map_err(|_| corrupt("name utf-8"))?
+        .to_owned();
+    Ok(GroupRecord { name, owner, created_at_ms })
+}
+
+#[cfg(test)]
+mod tests;
