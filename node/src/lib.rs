@@ -1,6 +1,25 @@
-//! tmp
-#![allow(missing_docs)]
+//! `piazza-node`: the Piazza server.
+//!
+//! A node accepts client connections over QUIC ([`transport`]), runs one session actor per
+//! connection ([`session`]) and one actor per conversation (`actors`), persists every message with
+//! group commit before acknowledging it ([`storage`]), and fans committed messages out to online
+//! recipients through the relay actor. [`cluster`] decides where actors live (one node today).
+//!
+//! It deliberately does not contain protocol types (see `piazza-protocol`) nor client code (see
+//! `piazza-client`). Start reading at [`node::start`], then `transport/server.rs`,
+//! `session/mod.rs` and `actors/conversation/`.
+#![warn(missing_docs)]
+
+pub(crate) mod actors;
+pub(crate) mod admin;
 pub mod auth;
+pub(crate) mod cluster;
 pub mod config;
+pub mod node;
+pub(crate) mod session;
 pub mod storage;
-pub mod transport { pub mod tls; }
+pub mod telemetry;
+pub mod transport;
+
+pub use config::{Config, Overrides};
+pub use node::{NodeHandle, StartError, start};

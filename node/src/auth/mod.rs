@@ -56,20 +56,26 @@ pub struct TokenAuthority {
 
 impl std::fmt::Debug for TokenAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenAuthority").field("can_sign", &self.encoding.is_some()).finish()
+        f.debug_struct("TokenAuthority")
+            .field("can_sign", &self.encoding.is_some())
+            .finish()
     }
 }
 
 impl TokenAuthority {
     /// Loads the PKCS#8 signing key at `path`, generating it (mode 0600) if the file is missing.
     pub fn load_or_generate(path: &Path) -> Result<TokenAuthority, AuthError> {
-        let io_err = |source| AuthError::KeyIo { path: path.display().to_string(), source };
+        let io_err = |source| AuthError::KeyIo {
+            path: path.display().to_string(),
+            source,
+        };
         let pkcs8 = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let rng = ring::rand::SystemRandom::new();
-                let doc = Ed25519KeyPair::generate_pkcs8(&rng)
-                    .map_err(|_| AuthError::BadKey { path: path.display().to_string() })?;
+                let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| AuthError::BadKey {
+                    path: path.display().to_string(),
+                })?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io_err)?;
                 }
@@ -78,16 +84,21 @@ impl TokenAuthority {
             }
             Err(e) => return Err(io_err(e)),
         };
-        TokenAuthority::from_pkcs8(&pkcs8)
-            .map_err(|_| AuthError::BadKey { path: path.display().to_string() })
+        TokenAuthority::from_pkcs8(&pkcs8).map_err(|_| AuthError::BadKey {
+            path: path.display().to_string(),
+        })
     }
 
     /// Loads a verify-only authority from a raw 32-byte Ed25519 public key file.
     pub fn load_public(path: &Path) -> Result<TokenAuthority, AuthError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| AuthError::KeyIo { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| AuthError::KeyIo {
+            path: path.display().to_string(),
+            source,
+        })?;
         if bytes.len() != 32 {
-            return Err(AuthError::BadKey { path: path.display().to_string() });
+            return Err(AuthError::BadKey {
+                path: path.display().to_string(),
+            });
         }
         Ok(TokenAuthority {
             encoding: None,

@@ -170,7 +170,10 @@ const _: () = assert!(COMMIT_BATCH_RECORDS_MAX_DEFAULT <= STORAGE_QUEUE_MAX_DEFA
 
 impl Default for NodeSection {
     fn default() -> Self {
-        NodeSection { name: "piazza-1".into(), data_dir: PathBuf::from("./piazza-data") }
+        NodeSection {
+            name: "piazza-1".into(),
+            data_dir: PathBuf::from("./piazza-data"),
+        }
     }
 }
 
@@ -217,7 +220,10 @@ impl Default for AuthSection {
 
 impl Default for TlsSection {
     fn default() -> Self {
-        TlsSection { cert_file: None, key_file: None }
+        TlsSection {
+            cert_file: None,
+            key_file: None,
+        }
     }
 }
 
@@ -257,17 +263,22 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
-                    message: e.to_string(),
-                })?
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?
             }
             None => toml::Table::new(),
         };
         for (key, value) in env {
-            let Some(path) = key.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
             let [section, field] = parts.as_slice() else {
                 return Err(ConfigError::Invalid(format!(
@@ -278,13 +289,23 @@ impl Config {
         }
         let str_value = |v: String| toml::Value::String(v);
         if let Some(dir) = &overrides.data_dir {
-            set_key(&mut table, "node", "data_dir", str_value(dir.display().to_string()));
+            set_key(
+                &mut table,
+                "node",
+                "data_dir",
+                str_value(dir.display().to_string()),
+            );
         }
         if let Some(addr) = overrides.listen {
             set_key(&mut table, "server", "listen", str_value(addr.to_string()));
         }
         if let Some(addr) = overrides.admin_listen {
-            set_key(&mut table, "server", "admin_listen", str_value(addr.to_string()));
+            set_key(
+                &mut table,
+                "server",
+                "admin_listen",
+                str_value(addr.to_string()),
+            );
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
@@ -298,13 +319,28 @@ impl Config {
         let nonzero = [
             ("limits.send_rate_per_s", u64::from(l.send_rate_per_s)),
             ("limits.send_burst", u64::from(l.send_burst)),
-            ("limits.session_outbound_queue_max", l.session_outbound_queue_max as u64),
+            (
+                "limits.session_outbound_queue_max",
+                l.session_outbound_queue_max as u64,
+            ),
             ("limits.storage_queue_max", l.storage_queue_max as u64),
-            ("limits.commit_batch_records_max", l.commit_batch_records_max as u64),
+            (
+                "limits.commit_batch_records_max",
+                l.commit_batch_records_max as u64,
+            ),
             ("limits.dedup_window_max", l.dedup_window_max as u64),
-            ("limits.user_conversations_max", l.user_conversations_max as u64),
-            ("server.max_concurrent_requests", u64::from(self.server.max_concurrent_requests)),
-            ("server.max_connections", u64::from(self.server.max_connections)),
+            (
+                "limits.user_conversations_max",
+                l.user_conversations_max as u64,
+            ),
+            (
+                "server.max_concurrent_requests",
+                u64::from(self.server.max_concurrent_requests),
+            ),
+            (
+                "server.max_connections",
+                u64::from(self.server.max_connections),
+            ),
         ];
         for (name, value) in nonzero {
             if value == 0 {

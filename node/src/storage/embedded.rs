@@ -39,7 +39,10 @@ const RECEIPTS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new
 pub(crate) const DB_FILE_NAME: &str = "piazza.redb";
 
 enum Item {
-    Batch { writes: Vec<Write>, done: CommitCallback },
+    Batch {
+        writes: Vec<Write>,
+        done: CommitCallback,
+    },
     Close,
 }
 
@@ -53,7 +56,9 @@ pub struct EmbeddedStorage {
 
 impl std::fmt::Debug for EmbeddedStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStorage").field("healthy", &self.is_healthy()).finish()
+        f.debug_struct("EmbeddedStorage")
+            .field("healthy", &self.is_healthy())
+            .finish()
     }
 }
 
@@ -82,31 +87,47 @@ impl EmbeddedStorage {
         let db = Arc::new(db);
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel(queue_max);
-        let writer = Writer { db: db.clone(), rx, healthy: healthy.clone(), batch_records_max };
+        let writer = Writer {
+            db: db.clone(),
+            rx,
+            healthy: healthy.clone(),
+            batch_records_max,
+        };
         let handle = std::thread::Builder::new()
             .name("piazza-storage-writer".into())
             .spawn(move || writer.run())
             .map_err(engine)?;
-        Ok(EmbeddedStorage { db, tx, healthy, writer: Mutex::new(Some(handle)) })
+        Ok(EmbeddedStorage {
+            db,
+            tx,
+            healthy,
+            writer: Mutex::new(Some(handle)),
+        })
     }
 }
 
 impl Storage for EmbeddedStorage {
     fn submit(&self, writes: Vec<Write>, done: CommitCallback) -> Result<(), StorageError> {
         if !self.is_healthy() {
-            return Err(StorageError::Engine("an earlier commit failed".into()));
+            let error = StorageError::Engine("an earlier commit failed".into());
+            done(Err(error.clone()));
+            return Err(error);
         }
-        match self.tx.try_send(Item::Batch { writes, done }) {
+        let (error, item) = match self.tx.try_send(Item::Batch { writes, done }) {
             Ok(()) => {
                 metrics::counter!("piazza_storage_queue_pushed_total").increment(1);
-                Ok(())
+                return Ok(());
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(item)) => {
                 metrics::counter!("piazza_storage_queue_full_total").increment(1);
-                Err(StorageError::Overloaded)
+                (StorageError::Overloaded, item)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(StorageError::Closed),
+            Err(mpsc::error::TrySendError::Closed(item)) => (StorageError::Closed, item),
+        };
+        if let Item::Batch { done, .. } = item {
+            done(Err(error.clone()));
         }
+        Err(error)
     }
 
     fn group(&self, id: GroupId) -> Result<Option<GroupRecord>, StorageError> {
@@ -146,7 +167,10 @@ impl Storage for EmbeddedStorage {
         let key = conversation.to_string();
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(MESSAGES).map_err(engine)?;
-        let last = table.range((key.as_str(), 0)..=(key.as_str(), u64::MAX)).map_err(engine)?.next_back();
+        let last = table
+            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+            .map_err(engine)?
+            .next_back();
         match last {
             Some(item) => Ok(Seq::new(item.map_err(engine)?.0.value().1)),
             None => Ok(Seq::ZERO),
@@ -165,7 +189,11 @@ impl Storage for EmbeddedStorage {
         let table = txn.open_table(MESSAGES).map_err(engine)?;
         let mut messages = Vec::with_capacity(limit.min(256));
         let mut more = false;
-        for item in table.range((key.as_str(), 0)..(key.as_str(), before)).map_err(engine)?.rev() {
+        for item in table
+            .range((key.as_str(), 0)..(key.as_str(), before))
+            .map_err(engine)?
+            .rev()
+        {
             if messages.len() == limit {
                 more = true;
                 break;
@@ -184,13 +212,16 @@ impl Storage for EmbeddedStorage {
         limit: usize,
     ) -> Result<(Vec<Message>, bool), StorageError> {
         let key = conversation.to_string();
-        let Some(first) = after.next() else { return Ok((Vec::new(), false)) };
+        let Some(first) = after.next() else {
+            return Ok((Vec::new(), false));
+        };
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(MESSAGES).map_err(engine)?;
         let mut messages = Vec::with_capacity(limit.min(256));
         let mut more = false;
-        for item in
-            table.range((key.as_str(), first.get())..=(key.as_str(), u64::MAX)).map_err(engine)?
+        for item in table
+            .range((key.as_str(), first.get())..=(key.as_str(), u64::MAX))
+            .map_err(engine)?
         {
             if messages.len() == limit {
                 more = true;
@@ -210,14 +241,21 @@ impl Storage for EmbeddedStorage {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(USER_CONVERSATIONS).map_err(engine)?;
         let mut conversations = Vec::new();
-        for item in table.range((user.as_str(), "")..).map_err(engine)?.take(max) {
+        for item in table
+            .range((user.as_str(), "")..)
+            .map_err(engine)?
+            .take(max)
+        {
             let (k, _) = item.map_err(engine)?;
             let (owner, conv) = k.value();
             if owner != user.as_str() {
                 break;
             }
             conversations.push(conv.parse::<ConversationId>().map_err(|e| {
-                StorageError::Corrupt { table: "user_conversations", reason: e.to_string() }
+                StorageError::Corrupt {
+                    table: "user_conversations",
+                    reason: e.to_string(),
+                }
             })?);
         }
         Ok(conversations)
@@ -239,7 +277,11 @@ impl Storage for EmbeddedStorage {
                 reason: e.to_string(),
             })?;
             let (delivered, read) = v.value();
-            receipts.push(ReceiptState { user, delivered: Seq::new(delivered), read: Seq::new(read) });
+            receipts.push(ReceiptState {
+                user,
+                delivered: Seq::new(delivered),
+                read: Seq::new(read),
+            });
         }
         Ok(receipts)
     }
@@ -258,7 +300,9 @@ impl Storage for EmbeddedStorage {
         if self.tx.blocking_send(Item::Close).is_err() {
             return Err(StorageError::Closed);
         }
-        handle.join().map_err(|_| StorageError::Engine("writer thread panicked".into()))
+        handle
+            .join()
+            .map_err(|_| StorageError::Engine("writer thread panicked".into()))
     }
 }
 
@@ -273,7 +317,9 @@ impl Writer {
     fn run(mut self) {
         let mut closing = false;
         while !closing {
-            let Some(first) = self.rx.blocking_recv() else { break };
+            let Some(first) = self.rx.blocking_recv() else {
+                break;
+            };
             let mut batches = Vec::new();
             let mut records = 0usize;
             let mut next = Some(first);
@@ -315,7 +361,8 @@ impl Writer {
         } else {
             let started = Instant::now();
             let result = self.write(&batches);
-            metrics::histogram!("piazza_storage_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("piazza_storage_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
             metrics::histogram!("piazza_storage_commit_records").record(records as f64);
             metrics::counter!("piazza_storage_commits_total").increment(1);
             metrics::counter!("piazza_storage_records_total").increment(records as u64);
@@ -346,31 +393,57 @@ impl Writer {
                     Write::Message(message) => {
                         let key = message.conversation.to_string();
                         let row = encode_message_row(message)?;
-                        messages.insert((key.as_str(), message.seq.get()), row.as_slice()).map_err(engine)?;
+                        messages
+                            .insert((key.as_str(), message.seq.get()), row.as_slice())
+                            .map_err(engine)?;
                     }
                     Write::Group { id, record } => {
-                        groups.insert(id.get(), encode_group_row(record).as_slice()).map_err(engine)?;
+                        groups
+                            .insert(id.get(), encode_group_row(record).as_slice())
+                            .map_err(engine)?;
                     }
-                    Write::AddMember { conversation, user, role } => {
+                    Write::AddMember {
+                        conversation,
+                        user,
+                        role,
+                    } => {
                         let conv = conversation.to_string();
                         if matches!(conversation, ConversationId::Group(_)) {
-                            members.insert((conv.as_str(), user.as_str()), role.to_byte()).map_err(engine)?;
+                            members
+                                .insert((conv.as_str(), user.as_str()), role.to_byte())
+                                .map_err(engine)?;
                         }
-                        index.insert((user.as_str(), conv.as_str()), 0).map_err(engine)?;
+                        index
+                            .insert((user.as_str(), conv.as_str()), 0)
+                            .map_err(engine)?;
                     }
                     Write::RemoveMember { conversation, user } => {
                         let conv = conversation.to_string();
-                        members.remove((conv.as_str(), user.as_str())).map_err(engine)?;
-                        index.remove((user.as_str(), conv.as_str())).map_err(engine)?;
+                        members
+                            .remove((conv.as_str(), user.as_str()))
+                            .map_err(engine)?;
+                        index
+                            .remove((user.as_str(), conv.as_str()))
+                            .map_err(engine)?;
                     }
                     Write::IndexConversation { user, conversation } => {
                         let conv = conversation.to_string();
-                        index.insert((user.as_str(), conv.as_str()), 0).map_err(engine)?;
+                        index
+                            .insert((user.as_str(), conv.as_str()), 0)
+                            .map_err(engine)?;
                     }
-                    Write::Receipt { conversation, user, delivered, read } => {
+                    Write::Receipt {
+                        conversation,
+                        user,
+                        delivered,
+                        read,
+                    } => {
                         let conv = conversation.to_string();
                         receipts
-                            .insert((conv.as_str(), user.as_str()), (delivered.get(), read.get()))
+                            .insert(
+                                (conv.as_str(), user.as_str()),
+                                (delivered.get(), read.get()),
+                            )
                             .map_err(engine)?;
                     }
                 }

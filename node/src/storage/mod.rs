@@ -43,6 +43,21 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// The wire error for a request that failed because of this storage error. The one place
+    /// storage errors become wire errors; unexpected ones are logged with the id the client sees.
+    pub(crate) fn to_error_code(&self) -> piazza_protocol::ErrorCode {
+        use piazza_protocol::ErrorCode;
+        match self {
+            StorageError::Overloaded => ErrorCode::unavailable("storage is busy, retry"),
+            StorageError::Closed => ErrorCode::unavailable("node is shutting down"),
+            StorageError::Engine(_) | StorageError::Corrupt { .. } => {
+                crate::actors::conversation::internal_error("storage", self)
+            }
+        }
+    }
+}
+
 /// Called once a submitted batch is durable, or failed. Runs on the writer thread: keep it short
 /// and non-blocking (send a message, answer a reply port).
 pub type CommitCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
@@ -68,7 +83,10 @@ impl Role {
         match byte {
             1 => Ok(Role::Owner),
             2 => Ok(Role::Member),
-            other => Err(StorageError::Corrupt { table: "members", reason: format!("role {other}") }),
+            other => Err(StorageError::Corrupt {
+                table: "members",
+                reason: format!("role {other}"),
+            }),
         }
     }
 }
@@ -136,8 +154,10 @@ pub enum Write {
 /// The storage adapter interface. The embedded adapter is the single-node default; a PostgreSQL
 /// adapter serves clusters later.
 pub trait Storage: Send + Sync + fmt::Debug {
-    /// Queues a batch; `done` runs once it is durable or failed. Fails at once with
-    /// [`StorageError::Overloaded`] when the queue is full, or [`StorageError::Closed`].
+    /// Queues a batch; `done` runs exactly once: when the batch is durable or failed. If the batch
+    /// cannot be queued ([`StorageError::Overloaded`] when the queue is full,
+    /// [`StorageError::Closed`], or an unhealthy store), `done` is called at once with the error and
+    /// the error is also returned.
     fn submit(&self, writes: Vec<Write>, done: CommitCallback) -> Result<(), StorageError>;
 
     /// A group's record, if the group exists.
@@ -194,8 +214,10 @@ const MESSAGE_ROW_V1: u8 = 1;
 const GROUP_ROW_V1: u8 = 1;
 
 fn encode_message_row(message: &Message) -> Result<Vec<u8>, StorageError> {
-    let body = piazza_protocol::codec::encode(message)
-        .map_err(|e| StorageError::Corrupt { table: "messages", reason: e.to_string() })?;
+    let body = piazza_protocol::codec::encode(message).map_err(|e| StorageError::Corrupt {
+        table: "messages",
+        reason: e.to_string(),
+    })?;
     let mut row = Vec::with_capacity(1 + body.len());
     row.push(MESSAGE_ROW_V1);
     row.extend_from_slice(&body);
@@ -203,13 +225,15 @@ fn encode_message_row(message: &Message) -> Result<Vec<u8>, StorageError> {
 }
 
 fn decode_message_row(row: &[u8]) -> Result<Message, StorageError> {
-    let corrupt = |reason: String| StorageError::Corrupt { table: "messages", reason };
+    let corrupt = |reason: String| StorageError::Corrupt {
+        table: "messages",
+        reason,
+    };
     match row.split_first() {
-        Some((&MESSAGE_ROW_V1, body)) => piazza_protocol::codec::decode(
-            body,
-            piazza_protocol::limits::FRAME_BYTES_MAX as usize,
-        )
-        .map_err(|e| corrupt(e.to_string())),
+        Some((&MESSAGE_ROW_V1, body)) => {
+            piazza_protocol::codec::decode(body, piazza_protocol::limits::FRAME_BYTES_MAX as usize)
+                .map_err(|e| corrupt(e.to_string()))
+        }
         Some((version, _)) => Err(corrupt(format!("unknown row format {version}"))),
         None => Err(corrupt("empty row".into())),
     }
@@ -230,7 +254,10 @@ fn encode_group_row(record: &GroupRecord) -> Vec<u8> {
 }
 
 fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
-    let corrupt = |reason: &str| StorageError::Corrupt { table: "groups", reason: reason.into() };
+    let corrupt = |reason: &str| StorageError::Corrupt {
+        table: "groups",
+        reason: reason.into(),
+    };
     let mut rest = match row.split_first() {
         Some((&GROUP_ROW_V1, rest)) => rest,
         _ => return Err(corrupt("unknown row format")),
@@ -253,7 +280,11 @@ fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
     let name = std::str::from_utf8(take(usize::from(name_len))?)
         .map_err(|_| corrupt("name utf-8"))?
         .to_owned();
-    Ok(GroupRecord { name, owner, created_at_ms })
+    Ok(GroupRecord {
+        name,
+        owner,
+        created_at_ms,
+    })
 }
 
 #[cfg(test)]

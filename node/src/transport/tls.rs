@@ -70,22 +70,36 @@ pub fn ensure_dev_material(dir: &Path, extra_names: &[String]) -> Result<DevTlsP
     if paths.ca_cert.exists() && paths.server_cert.exists() && paths.server_key.exists() {
         return Ok(paths);
     }
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "Piazza dev CA");
-    ca_params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Piazza dev CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     names.extend(extra_names.iter().cloned());
     let mut server_params = CertificateParams::new(names)?;
-    server_params.distinguished_name.push(DnType::CommonName, "piazza-node");
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "piazza-node");
     server_params.use_authority_key_identifier_extension = true;
     server_params.extended_key_usages = vec![
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
@@ -102,7 +116,10 @@ pub fn ensure_dev_material(dir: &Path, extra_names: &[String]) -> Result<DevTlsP
         } else {
             std::fs::write(path, text)
         };
-        result.map_err(|source| TlsError::Io { path: path.to_owned(), source })
+        result.map_err(|source| TlsError::Io {
+            path: path.to_owned(),
+            source,
+        })
     };
     write(&paths.ca_key, &ca_key_pem, true)?;
     write(&paths.server_key, &server_key.serialize_pem(), true)?;
@@ -115,19 +132,30 @@ pub fn ensure_dev_material(dir: &Path, extra_names: &[String]) -> Result<DevTlsP
 /// Loads a PEM certificate chain.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), reason: e.to_string() })?
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { path: path.to_owned(), reason: "no certificate".into() });
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            reason: "no certificate".into(),
+        });
     }
     Ok(certs)
 }
 
 /// Loads a PEM private key.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| TlsError::Pem { path: path.to_owned(), reason: e.to_string() })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// A TLS 1.3 server configuration offering `alpn`.
@@ -136,9 +164,10 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     alpn: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let mut config =
+        rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![alpn.to_vec()];
     // QUIC carries 0-RTT differently; requests are not idempotent in general, so it stays off.
     config.max_early_data_size = 0;

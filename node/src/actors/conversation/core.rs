@@ -1,0 +1,394 @@
+//! The pure core of a conversation: sequence assignment, deduplication of retried sends,
+//! membership and authorization, receipts. No I/O, no clock: the actor passes `now_ms` in, loads
+//! state from storage, and executes the effects (writes to persist, messages to fan out) this core
+//! returns. Tested without a runtime in `tests.rs`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use piazza_protocol::{
+    ClientMsgId, ConversationId, ErrorCode, GroupId, Message, MessageBody, ReceiptKind,
+    ReceiptState, SendAck, Seq, SystemEvent, UserId,
+};
+
+use crate::storage::{GroupRecord, Role, Write};
+
+/// The members a message is delivered to; shared by every fan-out of the conversation until
+/// membership changes.
+pub(crate) type Recipients = Arc<HashSet<UserId>>;
+
+/// What the conversation is.
+#[derive(Debug)]
+enum Kind {
+    /// A direct conversation: its two members are named by its id.
+    Direct,
+    /// A group; `None` until created.
+    Group {
+        id: GroupId,
+        record: Option<GroupRecord>,
+        roles: HashMap<UserId, Role>,
+    },
+}
+
+/// The state of one conversation.
+#[derive(Debug)]
+pub(crate) struct ConversationCore {
+    id: ConversationId,
+    kind: Kind,
+    members: Recipients,
+    last_seq: Seq,
+    dedup: DedupWindow,
+    receipts: HashMap<UserId, (Seq, Seq)>,
+}
+
+/// The outcome of a send that passed every check.
+#[derive(Debug)]
+pub(crate) enum SendOutcome {
+    /// A new message: persist `writes`, then ack and fan out `message`.
+    Append {
+        message: Message,
+        writes: Vec<Write>,
+        ack: SendAck,
+    },
+    /// A retry of an already assigned message: answer with `ack` once everything before is
+    /// durable (the original may still be in flight).
+    Duplicate { ack: SendAck },
+}
+
+/// What storage held for a conversation when its actor was activated.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    pub(crate) group: Option<GroupRecord>,
+    pub(crate) members: Vec<(UserId, Role)>,
+    pub(crate) last_seq: Seq,
+    /// The most recent messages, ascending, to rebuild the deduplication window.
+    pub(crate) recent: Vec<Message>,
+    pub(crate) receipts: Vec<ReceiptState>,
+}
+
+impl ConversationCore {
+    /// Rebuilds the state of `id` from what storage held.
+    pub(crate) fn restore(
+        id: ConversationId,
+        restored: Restored,
+        dedup_max: usize,
+    ) -> ConversationCore {
+        let (kind, members) = match &id {
+            ConversationId::Direct { low, high } => {
+                (Kind::Direct, HashSet::from([low.clone(), high.clone()]))
+            }
+            ConversationId::Group(group) => {
+                let roles: HashMap<UserId, Role> = restored.members.into_iter().collect();
+                let members = roles.keys().cloned().collect();
+                (
+                    Kind::Group {
+                        id: *group,
+                        record: restored.group,
+                        roles,
+                    },
+                    members,
+                )
+            }
+        };
+        let mut dedup = DedupWindow::new(dedup_max);
+        for message in &restored.recent {
+            dedup.insert(
+                (message.sender.clone(), message.client_msg_id.clone()),
+                (message.seq, message.sent_at_ms),
+            );
+        }
+        let receipts = restored
+            .receipts
+            .into_iter()
+            .map(|r| (r.user, (r.delivered, r.read)))
+            .collect();
+        ConversationCore {
+            id,
+            kind,
+            members: Arc::new(members),
+            last_seq: restored.last_seq,
+            dedup,
+            receipts,
+        }
+    }
+
+    /// The conversation's id.
+    pub(crate) fn id(&self) -> &ConversationId {
+        &self.id
+    }
+
+    /// The highest assigned seq.
+    #[cfg(test)]
+    pub(crate) fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Current members.
+    pub(crate) fn recipients(&self) -> Recipients {
+        self.members.clone()
+    }
+
+    /// Number of members.
+    #[cfg(test)]
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether `user` may read and write this conversation.
+    pub(crate) fn authorize(&self, user: &UserId) -> Result<(), ErrorCode> {
+        match &self.kind {
+            Kind::Direct => {
+                if self.members.contains(user) {
+                    Ok(())
+                } else {
+                    Err(ErrorCode::Forbidden)
+                }
+            }
+            Kind::Group { record: None, .. } => Err(ErrorCode::NotFound),
+            Kind::Group { .. } if self.members.contains(user) => Ok(()),
+            Kind::Group { .. } => Err(ErrorCode::Forbidden),
+        }
+    }
+
+    /// A user sends a text message.
+    pub(crate) fn handle_send(
+        &mut self,
+        sender: &UserId,
+        client_msg_id: ClientMsgId,
+        text: String,
+        now_ms: u64,
+    ) -> Result<SendOutcome, ErrorCode> {
+        self.authorize(sender)?;
+        let key = (sender.clone(), client_msg_id);
+        if let Some(&(seq, sent_at_ms)) = self.dedup.get(&key) {
+            return Ok(SendOutcome::Duplicate {
+                ack: SendAck {
+                    conversation: self.id.clone(),
+                    seq,
+                    client_msg_id: key.1,
+                    sent_at_ms,
+                    duplicate: true,
+                },
+            });
+        }
+        let (message, mut writes) = self.append(
+            sender.clone(),
+            key.1.clone(),
+            MessageBody::Text(text),
+            now_ms,
+        )?;
+        if matches!(self.kind, Kind::Direct) && message.seq == Seq::new(1) {
+            // The first message makes the conversation appear in both users' Sync.
+            for user in self.members.iter() {
+                writes.push(Write::IndexConversation {
+                    user: user.clone(),
+                    conversation: self.id.clone(),
+                });
+            }
+        }
+        self.dedup.insert(key, (message.seq, now_ms));
+        let ack = SendAck {
+            conversation: self.id.clone(),
+            seq: message.seq,
+            client_msg_id: message.client_msg_id.clone(),
+            sent_at_ms: now_ms,
+            duplicate: false,
+        };
+        Ok(SendOutcome::Append {
+            message,
+            writes,
+            ack,
+        })
+    }
+
+    /// Takes back the most recent append because it could not be submitted to storage, so the
+    /// next send reuses its seq and the sequence stays gap-free.
+    pub(crate) fn undo_append(&mut self, message: &Message) {
+        if message.seq == self.last_seq {
+            self.last_seq = Seq::new(self.last_seq.get().saturating_sub(1));
+            self.dedup
+                .remove(&(message.sender.clone(), message.client_msg_id.clone()));
+        }
+    }
+
+    /// Creates the group with `owner` and `members`. Returns the writes and the creation message
+    /// (seq 1), which every member receives.
+    pub(crate) fn handle_create(
+        &mut self,
+        owner: &UserId,
+        name: String,
+        members: Vec<UserId>,
+        now_ms: u64,
+    ) -> Result<(Vec<Write>, Message), ErrorCode> {
+        let Kind::Group { id, record, roles } = &mut self.kind else {
+            return Err(ErrorCode::invalid("conversation", "not a group"));
+        };
+        if record.is_some() || self.last_seq != Seq::ZERO {
+            return Err(ErrorCode::Conflict {
+                reason: "group already exists".into(),
+            });
+        }
+        let group_record = GroupRecord {
+            name: name.clone(),
+            owner: owner.clone(),
+            created_at_ms: now_ms,
+        };
+        let mut writes = vec![Write::Group {
+            id: *id,
+            record: group_record.clone(),
+        }];
+        roles.insert(owner.clone(), Role::Owner);
+        for member in members {
+            roles.entry(member).or_insert(Role::Member);
+        }
+        for (user, role) in roles.iter() {
+            writes.push(Write::AddMember {
+                conversation: self.id.clone(),
+                user: user.clone(),
+                role: *role,
+            });
+        }
+        *record = Some(group_record);
+        let member_count = u32::try_from(roles.len()).unwrap_or(u32::MAX);
+        self.members = Arc::new(roles.keys().cloned().collect());
+        let client_msg_id = system_msg_id("created")?;
+        let body = MessageBody::System(SystemEvent::GroupCreated { name, member_count });
+        let (message, more) = self.append(owner.clone(), client_msg_id, body, now_ms)?;
+        writes.extend(more);
+        Ok((writes, message))
+    }
+
+    /// `user` leaves the group. Returns the writes, the system message, and the recipients of that
+    /// message (the remaining members plus the one who left, so their other devices learn of it).
+    pub(crate) fn handle_leave(
+        &mut self,
+        user: &UserId,
+        now_ms: u64,
+    ) -> Result<(Vec<Write>, Message, Recipients), ErrorCode> {
+        self.authorize(user)?;
+        let Kind::Group { roles, .. } = &mut self.kind else {
+            return Err(ErrorCode::invalid(
+                "conversation",
+                "cannot leave a direct conversation",
+            ));
+        };
+        roles.remove(user);
+        let recipients = self.members.clone();
+        let mut members = (*self.members).clone();
+        members.remove(user);
+        self.members = Arc::new(members);
+        self.receipts.remove(user);
+        let client_msg_id = system_msg_id(&format!("left-{}", self.last_seq.get() + 1))?;
+        let body = MessageBody::System(SystemEvent::MemberLeft { user: user.clone() });
+        let (message, mut writes) = self.append(user.clone(), client_msg_id, body, now_ms)?;
+        writes.push(Write::RemoveMember {
+            conversation: self.id.clone(),
+            user: user.clone(),
+        });
+        Ok((writes, message, recipients))
+    }
+
+    /// `user` has received or read up to `seq`. Returns the write and the new positions, or `None`
+    /// if nothing moved (receipts only move forward; `Read` implies `Delivered`).
+    pub(crate) fn handle_receipt(
+        &mut self,
+        user: &UserId,
+        seq: Seq,
+        kind: ReceiptKind,
+    ) -> Result<Option<Write>, ErrorCode> {
+        self.authorize(user)?;
+        if seq > self.last_seq {
+            return Err(ErrorCode::invalid(
+                "seq",
+                format!("beyond the last message {}", self.last_seq),
+            ));
+        }
+        let (delivered, read) = self.receipts.get(user).copied().unwrap_or_default();
+        let (new_delivered, new_read) = match kind {
+            ReceiptKind::Delivered => (delivered.max(seq), read),
+            ReceiptKind::Read => (delivered.max(seq), read.max(seq)),
+        };
+        if (new_delivered, new_read) == (delivered, read) {
+            return Ok(None);
+        }
+        self.receipts
+            .insert(user.clone(), (new_delivered, new_read));
+        Ok(Some(Write::Receipt {
+            conversation: self.id.clone(),
+            user: user.clone(),
+            delivered: new_delivered,
+            read: new_read,
+        }))
+    }
+
+    fn append(
+        &mut self,
+        sender: UserId,
+        client_msg_id: ClientMsgId,
+        body: MessageBody,
+        now_ms: u64,
+    ) -> Result<(Message, Vec<Write>), ErrorCode> {
+        let seq = self.last_seq.next().ok_or_else(|| ErrorCode::Conflict {
+            reason: "conversation is full".into(),
+        })?;
+        self.last_seq = seq;
+        let message = Message {
+            conversation: self.id.clone(),
+            seq,
+            sender,
+            client_msg_id,
+            sent_at_ms: now_ms,
+            body,
+        };
+        let writes = vec![Write::Message(message.clone())];
+        Ok((message, writes))
+    }
+}
+
+/// Client message ids of system messages; `#` cannot start a client's own id by convention of
+/// the SDK, and deduplication is per sender anyway.
+fn system_msg_id(name: &str) -> Result<ClientMsgId, ErrorCode> {
+    format!("#sys-{name}")
+        .parse()
+        .map_err(|_| ErrorCode::Internal { id: 0 })
+}
+
+/// The most recent `(sender, client_msg_id)` pairs of a conversation and what they were assigned,
+/// bounded by evicting the oldest.
+#[derive(Debug)]
+struct DedupWindow {
+    max: usize,
+    map: HashMap<(UserId, ClientMsgId), (Seq, u64)>,
+    order: VecDeque<(UserId, ClientMsgId)>,
+}
+
+impl DedupWindow {
+    fn new(max: usize) -> DedupWindow {
+        DedupWindow {
+            max,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn get(&self, key: &(UserId, ClientMsgId)) -> Option<&(Seq, u64)> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: (UserId, ClientMsgId), value: (Seq, u64)) {
+        if self.map.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &(UserId, ClientMsgId)) {
+        if self.map.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The conversation actor: one per conversation, activated on demand on the node that owns its
+//! key, passivated when idle. It owns the conversation's sequence: it runs the pure
+//! [`core::ConversationCore`], persists what the core returns through group commit, and only in the
+//! commit callback acknowledges the sender and hands the message to the relay for fan-out.
+//!
+//! Because callbacks run on the storage writer in commit order, acks and fan-out of one
+//! conversation happen in seq order without the actor waiting for any commit.
+
+pub(crate) mod core;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use piazza_protocol::{
+    ClientMsgId, ConversationId, Datagram, ErrorCode, Event, HistoryPage, Message, ReceiptKind,
+    Response, Seq, UserId, codec,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+
+use self::core::{ConversationCore, Restored, SendOutcome};
+use crate::actors::relay::RelayMsg;
+use crate::node::NodeContext;
+use crate::storage::{StorageError, Write};
+
+/// Messages of a conversation actor. Every request carries its reply port and is answered exactly
+/// once, with data (errors included).
+#[derive(Debug)]
+pub(crate) enum ConversationMsg {
+    /// Append a text message.
+    Send {
+        sender: UserId,
+        client_msg_id: ClientMsgId,
+        text: String,
+        received: Instant,
+        reply: RpcReplyPort<Response>,
+    },
+    /// A page of history.
+    History {
+        user: UserId,
+        before: Option<Seq>,
+        limit: u32,
+        reply: RpcReplyPort<Response>,
+    },
+    /// Messages after `after`, for `Sync`.
+    ReadAfter {
+        user: UserId,
+        after: Seq,
+        limit: u32,
+        reply: RpcReplyPort<Result<(Vec<Message>, bool), ErrorCode>>,
+    },
+    /// Move a receipt position.
+    Receipt {
+        user: UserId,
+        seq: Seq,
+        kind: ReceiptKind,
+        reply: RpcReplyPort<Response>,
+    },
+    /// Receipt positions of every member.
+    Receipts {
+        user: UserId,
+        reply: RpcReplyPort<Response>,
+    },
+    /// Create this group.
+    Create {
+        owner: UserId,
+        name: String,
+        members: Vec<UserId>,
+        reply: RpcReplyPort<Response>,
+    },
+    /// Leave this group.
+    Leave {
+        user: UserId,
+        reply: RpcReplyPort<Response>,
+    },
+    /// A typing indicator to relay.
+    Typing { user: UserId, active: bool },
+    /// A commit of this conversation failed: restart from storage.
+    CommitFailed,
+    /// Periodic check for passivation.
+    IdleCheck,
+}
+
+impl ConversationMsg {
+    /// Answers the request with `code` without processing it (used when it cannot be delivered).
+    pub(crate) fn fail(self, code: ErrorCode) {
+        match self {
+            ConversationMsg::Send { reply, .. }
+            | ConversationMsg::History { reply, .. }
+            | ConversationMsg::Receipt { reply, .. }
+            | ConversationMsg::Receipts { reply, .. }
+            | ConversationMsg::Create { reply, .. }
+            | ConversationMsg::Leave { reply, .. } => {
+                let _ = reply.send(Response::Error(code));
+            }
+            ConversationMsg::ReadAfter { reply, .. } => {
+                let _ = reply.send(Err(code));
+            }
+            ConversationMsg::Typing { .. }
+            | ConversationMsg::CommitFailed
+            | ConversationMsg::IdleCheck => {}
+        }
+    }
+}
+
+/// The conversation actor.
+#[derive(Debug)]
+pub(crate) struct ConversationActor;
+
+/// What a conversation actor starts from.
+#[derive(Debug)]
+pub(crate) struct ConversationArgs {
+    pub(crate) id: ConversationId,
+    pub(crate) ctx: Arc<NodeContext>,
+}
+
+/// State of a live conversation actor.
+#[derive(Debug)]
+pub(crate) struct ConversationState {
+    core: ConversationCore,
+    ctx: Arc<NodeContext>,
+    /// Batches submitted and not yet committed; the actor passivates only at zero.
+    in_flight: Arc<AtomicUsize>,
+    last_active: Instant,
+    ticker: JoinHandle<()>,
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConversationMsg>,
+        args: ConversationArgs,
+    ) -> Result<ConversationState, ActorProcessingErr> {
+        let ConversationArgs { id, ctx } = args;
+        // A previous activation of this conversation may still have writes queued: wait until
+        // everything submitted so far is durable before reading state, or a seq could be reused.
+        barrier(&ctx).await?;
+        let limits = &ctx.config.limits;
+        let storage = &ctx.storage;
+        let (group, members) = match &id {
+            ConversationId::Group(g) => (
+                storage.group(*g)?,
+                storage.members(&id, ctx.group_members_max())?,
+            ),
+            ConversationId::Direct { .. } => (None, Vec::new()),
+        };
+        let last_seq = storage.last_seq(&id)?;
+        let (recent, _) = storage.messages_before(&id, None, limits.dedup_window_max)?;
+        let receipts = storage.receipts(&id)?;
+        let restored = Restored {
+            group,
+            members,
+            last_seq,
+            recent,
+            receipts,
+        };
+        let core = ConversationCore::restore(id, restored, limits.dedup_window_max);
+
+        let period = Duration::from_millis((limits.conversation_idle_ms / 2).max(10));
+        let me = myself.clone();
+        let ticker = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                if me.send_message(ConversationMsg::IdleCheck).is_err() {
+                    break;
+                }
+            }
+        });
+        metrics::gauge!("piazza_actors_active", "kind" => "conversation").increment(1.0);
+        metrics::counter!("piazza_actor_activations_total", "kind" => "conversation").increment(1);
+        Ok(ConversationState {
+            core,
+            ctx,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            last_active: Instant::now(),
+            ticker,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConversationMsg>,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ticker.abort();
+        metrics::gauge!("piazza_actors_active", "kind" => "conversation").decrement(1.0);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConversationMsg>,
+        message: ConversationMsg,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !matches!(message, ConversationMsg::IdleCheck) {
+            state.last_active = Instant::now();
+        }
+        match message {
+            ConversationMsg::Send {
+                sender,
+                client_msg_id,
+                text,
+                received,
+                reply,
+            } => {
+                state.handle_send(&myself, sender, client_msg_id, text, received, reply);
+            }
+            ConversationMsg::History {
+                user,
+                before,
+                limit,
+                reply,
+            } => {
+                let result = state.core.authorize(&user).and_then(|()| {
+                    let (messages, more) = state
+                        .ctx
+                        .storage
+                        .messages_before(state.core.id(), before, limit as usize)
+                        .map_err(|e| e.to_error_code())?;
+                    Ok(HistoryPage {
+                        conversation: state.core.id().clone(),
+                        messages,
+                        more,
+                    })
+                });
+                let _ = reply.send(result.map_or_else(Response::Error, Response::History));
+            }
+            ConversationMsg::ReadAfter {
+                user,
+                after,
+                limit,
+                reply,
+            } => {
+                let result = state.core.authorize(&user).and_then(|()| {
+                    state
+                        .ctx
+                        .storage
+                        .messages_after(state.core.id(), after, limit as usize)
+                        .map_err(|e| e.to_error_code())
+                });
+                let _ = reply.send(result);
+            }
+            ConversationMsg::Receipt {
+                user,
+                seq,
+                kind,
+                reply,
+            } => {
+                state.handle_receipt(&myself, user, seq, kind, reply);
+            }
+            ConversationMsg::Receipts { user, reply } => {
+                let result = state.core.authorize(&user).and_then(|()| {
+                    state
+                        .ctx
+                        .storage
+                        .receipts(state.core.id())
+                        .map_err(|e| e.to_error_code())
+                });
+                let _ = reply.send(result.map_or_else(Response::Error, Response::Receipts));
+            }
+            ConversationMsg::Create {
+                owner,
+                name,
+                members,
+                reply,
+            } => {
+                let now_ms = crate::node::now_ms();
+                match state.core.handle_create(&owner, name, members, now_ms) {
+                    Err(code) => {
+                        let _ = reply.send(Response::Error(code));
+                    }
+                    Ok((writes, message)) => {
+                        let conversation = state.core.id().clone();
+                        let recipients = state.core.recipients();
+                        state.persist_and_publish(
+                            &myself,
+                            writes,
+                            message,
+                            recipients,
+                            move |res| {
+                                let _ = reply.send(match res {
+                                    Ok(()) => Response::GroupCreated { conversation },
+                                    Err(code) => Response::Error(code),
+                                });
+                            },
+                        );
+                    }
+                }
+            }
+            ConversationMsg::Leave { user, reply } => {
+                match state.core.handle_leave(&user, crate::node::now_ms()) {
+                    Err(code) => {
+                        let _ = reply.send(Response::Error(code));
+                    }
+                    Ok((writes, message, recipients)) => {
+                        state.persist_and_publish(
+                            &myself,
+                            writes,
+                            message,
+                            recipients,
+                            move |res| {
+                                let _ = reply
+                                    .send(res.map_or_else(Response::Error, |()| Response::Done));
+                            },
+                        );
+                    }
+                }
+            }
+            ConversationMsg::Typing { user, active } => {
+                if state.core.authorize(&user).is_ok() {
+                    let datagram = Datagram::Typing {
+                        conversation: state.core.id().clone(),
+                        user: user.clone(),
+                        active,
+                    };
+                    if let Ok(payload) = codec::encode(&datagram) {
+                        let _ = state.ctx.relay.send_message(RelayMsg::Datagram {
+                            recipients: state.core.recipients(),
+                            except: user,
+                            payload: Bytes::from(payload),
+                        });
+                    }
+                }
+            }
+            ConversationMsg::CommitFailed => {
+                // The in-memory sequence may be ahead of storage: restart from storage.
+                return Err("a commit of this conversation failed".into());
+            }
+            ConversationMsg::IdleCheck => {
+                let idle = Duration::from_millis(state.ctx.config.limits.conversation_idle_ms);
+                if state.last_active.elapsed() >= idle
+                    && state.in_flight.load(Ordering::Acquire) == 0
+                {
+                    // Drain: messages already queued are still processed, later ones are refused
+                    // and the router re-activates the conversation for them.
+                    tracing::debug!(conversation = %state.core.id(), "passivating idle conversation");
+                    let _ = myself.drain();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConversationState {
+    fn handle_send(
+        &mut self,
+        myself: &ActorRef<ConversationMsg>,
+        sender: UserId,
+        client_msg_id: ClientMsgId,
+        text: String,
+        received: Instant,
+        reply: RpcReplyPort<Response>,
+    ) {
+        match self
+            .core
+            .handle_send(&sender, client_msg_id, text, crate::node::now_ms())
+        {
+            Err(code) => {
+                let _ = reply.send(Response::Error(code));
+            }
+            Ok(SendOutcome::Duplicate { ack }) => {
+                metrics::counter!("piazza_sends_duplicate_total").increment(1);
+                // The original may still be in flight: answer once everything before is durable.
+                let submitted = self.submit(myself, Vec::new(), move |res| {
+                    let _ = reply.send(match res {
+                        Ok(()) => Response::Ack(ack),
+                        Err(e) => Response::Error(e.to_error_code()),
+                    });
+                });
+                if let Err(e) = submitted {
+                    tracing::debug!(error = %e, "duplicate barrier refused");
+                }
+            }
+            Ok(SendOutcome::Append {
+                message,
+                writes,
+                ack,
+            }) => {
+                let recipients = self.core.recipients();
+                let undo = message.clone();
+                let published =
+                    self.persist_and_publish(myself, writes, message, recipients, move |res| {
+                        if res.is_ok() {
+                            metrics::counter!("piazza_sends_total").increment(1);
+                            metrics::histogram!("piazza_send_seconds")
+                                .record(received.elapsed().as_secs_f64());
+                        }
+                        let _ =
+                            reply.send(res.map_or_else(Response::Error, |()| Response::Ack(ack)));
+                    });
+                if !published {
+                    self.core.undo_append(&undo);
+                }
+            }
+        }
+    }
+
+    fn handle_receipt(
+        &mut self,
+        myself: &ActorRef<ConversationMsg>,
+        user: UserId,
+        seq: Seq,
+        kind: ReceiptKind,
+        reply: RpcReplyPort<Response>,
+    ) {
+        let write = match self.core.handle_receipt(&user, seq, kind) {
+            Err(code) => {
+                let _ = reply.send(Response::Error(code));
+                return;
+            }
+            Ok(None) => {
+                let _ = reply.send(Response::Done);
+                return;
+            }
+            Ok(Some(write)) => write,
+        };
+        let event = Event::Receipt {
+            conversation: self.core.id().clone(),
+            user,
+            kind,
+            seq,
+        };
+        let frame = match codec::encode_frame(&event) {
+            Ok(frame) => Bytes::from(frame),
+            Err(e) => {
+                let _ = reply.send(Response::Error(internal_error("encode receipt", &e)));
+                return;
+            }
+        };
+        let recipients = self.core.recipients();
+        let relay = self.ctx.relay.clone();
+        let result = self.submit(myself, vec![write], move |res| {
+            if res.is_ok() {
+                let _ = relay.send_message(RelayMsg::Deliver { recipients, frame });
+            }
+            let _ = reply
+                .send(res.map_or_else(|e| Response::Error(e.to_error_code()), |()| Response::Done));
+        });
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "receipt not queued");
+        }
+    }
+
+    /// Persists `writes` and, once durable, fans `message` out to `recipients` and calls `done`.
+    /// Returns false if the batch could not even be queued (then `done` has already been called
+    /// with the error and the caller must undo what the core assigned).
+    fn persist_and_publish(
+        &mut self,
+        myself: &ActorRef<ConversationMsg>,
+        writes: Vec<Write>,
+        message: Message,
+        recipients: core::Recipients,
+        done: impl FnOnce(Result<(), ErrorCode>) + Send + 'static,
+    ) -> bool {
+        let frame = match codec::encode_frame(&Event::Message(message)) {
+            Ok(frame) => Bytes::from(frame),
+            Err(e) => {
+                done(Err(internal_error("encode message event", &e)));
+                return false;
+            }
+        };
+        let relay = self.ctx.relay.clone();
+        self.submit(myself, writes, move |res| match res {
+            Ok(()) => {
+                let _ = relay.send_message(RelayMsg::Deliver { recipients, frame });
+                done(Ok(()));
+            }
+            Err(e) => done(Err(e.to_error_code())),
+        })
+        .is_ok()
+    }
+
+    /// Submits a batch, tracking it as in flight. `done` is called exactly once, also when the
+    /// batch cannot be queued.
+    fn submit(
+        &self,
+        myself: &ActorRef<ConversationMsg>,
+        writes: Vec<Write>,
+        done: impl FnOnce(Result<(), StorageError>) + Send + 'static,
+    ) -> Result<(), StorageError> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let in_flight = self.in_flight.clone();
+        let me = myself.clone();
+        let result = self.ctx.storage.submit(
+            writes,
+            Box::new(move |res: Result<(), StorageError>| {
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                if let Err(StorageError::Engine(_) | StorageError::Corrupt { .. }) = &res {
+                    let _ = me.send_message(ConversationMsg::CommitFailed);
+                }
+                done(res);
+            }),
+        );
+        if let Err(StorageError::Engine(_)) = &result {
+            let _ = myself.send_message(ConversationMsg::CommitFailed);
+        }
+        result
+    }
+}
+
+/// Waits until everything submitted to storage so far is durable.
+async fn barrier(ctx: &NodeContext) -> Result<(), StorageError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ctx.storage.submit(
+        Vec::new(),
+        Box::new(move |res| {
+            let _ = tx.send(res);
+        }),
+    )?;
+    let timeout = Duration::from_millis(ctx.config.limits.actor_call_timeout_ms);
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(_)) => Err(StorageError::Closed),
+        Err(_) => Err(StorageError::Overloaded),
+    }
+}
+
+/// Logs an unexpected failure with a fresh id and returns the wire error carrying only that id.
+pub(crate) fn internal_error(what: &str, error: &dyn std::fmt::Display) -> ErrorCode {
+    let id = crate::node::random_u64();
+    tracing::error!(error_id = id, "{what}: {error}");
+    ErrorCode::Internal { id }
+}

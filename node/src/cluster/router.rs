@@ -1,0 +1,83 @@
+//! The router: the one way to reach a keyed actor. It checks placement, activates the actor on
+//! demand (spawned under its key in the registry) and delivers the message, retrying when it meets
+//! an activation that is passivating.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use piazza_protocol::{ConversationId, ErrorCode};
+use ractor::{Actor, ActorRef, MessagingErr, SpawnErr};
+
+use crate::actors::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
+use crate::node::NodeContext;
+
+/// Attempts to deliver to an actor that keeps turning out to be passivating. Passivation takes
+/// microseconds, so a few attempts with a short pause always suffice unless the node is stuck.
+const DELIVERY_ATTEMPTS_MAX: u32 = 50;
+
+impl NodeContext {
+    /// Registry name of a conversation's actor on this node instance.
+    fn conversation_actor_name(&self, id: &ConversationId) -> String {
+        format!("{}/conv/{id}", self.instance)
+    }
+
+    /// Delivers `message` to the actor of conversation `id`, activating it if needed. If it cannot
+    /// be delivered, the request inside is answered with the error.
+    pub(crate) async fn send_to_conversation(
+        self: &Arc<Self>,
+        id: &ConversationId,
+        message: ConversationMsg,
+    ) {
+        let key = id.to_string();
+        if !self.placement.is_local(key.as_bytes()) {
+            // Single-node today; with a cluster this forwards through the gateway instead.
+            message.fail(ErrorCode::unavailable(
+                "conversation is owned by another node",
+            ));
+            return;
+        }
+        let mut message = message;
+        for attempt in 0..DELIVERY_ATTEMPTS_MAX {
+            let actor = match self.activate(id).await {
+                Ok(actor) => actor,
+                Err(code) => {
+                    message.fail(code);
+                    return;
+                }
+            };
+            match actor.send_message(message) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(returned)) => {
+                    message = returned;
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)))).await;
+                }
+                Err(_) => return,
+            }
+        }
+        tracing::warn!(conversation = %id, "conversation actor kept refusing messages");
+        message.fail(ErrorCode::unavailable("conversation is restarting, retry"));
+    }
+
+    async fn activate(
+        self: &Arc<Self>,
+        id: &ConversationId,
+    ) -> Result<ActorRef<ConversationMsg>, ErrorCode> {
+        let name = self.conversation_actor_name(id);
+        if let Some(actor) = ActorRef::<ConversationMsg>::where_is(name.clone()) {
+            return Ok(actor);
+        }
+        let args = ConversationArgs {
+            id: id.clone(),
+            ctx: self.clone(),
+        };
+        match Actor::spawn(Some(name.clone()), ConversationActor, args).await {
+            Ok((actor, _join)) => Ok(actor),
+            Err(SpawnErr::ActorAlreadyRegistered(_)) => ActorRef::<ConversationMsg>::where_is(name)
+                .ok_or_else(|| ErrorCode::unavailable("conversation is restarting, retry")),
+            Err(e) => {
+                tracing::error!(conversation = %id, error = %e, "cannot activate conversation");
+                Err(ErrorCode::unavailable("conversation cannot be loaded"))
+            }
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! Sessions: one actor per authenticated client connection.
+//!
+//! The transport reads a request frame from a stream and calls the session; the session checks
+//! admission (rate limit), resolves which conversation the request is about, and forwards it with
+//! its reply port to the actor that owns the data, which authorizes and answers. The session never
+//! waits for a commit. Events for the client arrive from the relay in the session's bounded outbox,
+//! which the transport drains onto the connection's event stream.
+
+mod rate;
+mod sync;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use piazza_protocol::{
+    ConversationId, ConversationRef, Datagram, DeviceId, ErrorCode, GroupId, PROTOCOL_VERSION,
+    Request, Response, UserId,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+
+use self::rate::RateLimiter;
+use crate::actors::conversation::ConversationMsg;
+use crate::actors::relay::{Outbox, RelayMsg, SessionId};
+use crate::node::NodeContext;
+
+/// Datagrams queued per session: typing indicators are lossy and tiny.
+const DATAGRAM_QUEUE_MAX: usize = 64;
+
+/// Attempts to pick an unused random group id; a collision of 64-bit random ids is already
+/// astronomically unlikely, so a second attempt is for form.
+const GROUP_ID_ATTEMPTS_MAX: u32 = 3;
+
+/// The receiving side of a session's outbox, drained by the transport.
+#[derive(Debug)]
+pub(crate) struct SessionIo {
+    pub(crate) events: mpsc::Receiver<Bytes>,
+    pub(crate) datagrams: mpsc::Receiver<Bytes>,
+    pub(crate) overflowed: Arc<AtomicBool>,
+}
+
+/// Messages of a session actor.
+#[derive(Debug)]
+pub(crate) enum SessionMsg {
+    /// A request read from one of the connection's streams.
+    Request {
+        request: Request,
+        reply: RpcReplyPort<Response>,
+    },
+    /// A datagram from the client.
+    Datagram(Datagram),
+}
+
+/// The session actor.
+#[derive(Debug)]
+pub(crate) struct SessionActor;
+
+/// What a session starts from.
+#[derive(Debug)]
+pub(crate) struct SessionArgs {
+    ctx: Arc<NodeContext>,
+    id: SessionId,
+    user: UserId,
+    device: DeviceId,
+    outbox: Outbox,
+}
+
+/// State of a session.
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    ctx: Arc<NodeContext>,
+    id: SessionId,
+    user: UserId,
+    device: DeviceId,
+    limiter: RateLimiter,
+}
+
+/// Checks `Hello`'s version and token; returns the authenticated user.
+pub(crate) fn authenticate(
+    ctx: &NodeContext,
+    protocol_version: u32,
+    token: &str,
+) -> Result<UserId, ErrorCode> {
+    if protocol_version != PROTOCOL_VERSION {
+        return Err(ErrorCode::invalid(
+            "protocol_version",
+            format!("this node speaks version {PROTOCOL_VERSION}, not {protocol_version}"),
+        ));
+    }
+    ctx.tokens
+        .verify(token)
+        .map_err(|e| ErrorCode::Unauthenticated {
+            reason: e.to_string(),
+        })
+}
+
+/// Starts the session of an authenticated connection.
+pub(crate) async fn open(
+    ctx: &Arc<NodeContext>,
+    user: UserId,
+    device: DeviceId,
+) -> Result<(ActorRef<SessionMsg>, SessionIo), ErrorCode> {
+    let (events_tx, events) = mpsc::channel(ctx.config.limits.session_outbound_queue_max);
+    let (datagrams_tx, datagrams) = mpsc::channel(DATAGRAM_QUEUE_MAX);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let outbox = Outbox {
+        events: events_tx,
+        datagrams: datagrams_tx,
+        overflowed: overflowed.clone(),
+    };
+    let id = ctx.next_session_id();
+    let args = SessionArgs {
+        ctx: ctx.clone(),
+        id,
+        user,
+        device,
+        outbox,
+    };
+    let (actor, _join) = Actor::spawn(None, SessionActor, args).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot start session");
+        ErrorCode::unavailable("cannot start session")
+    })?;
+    Ok((
+        actor,
+        SessionIo {
+            events,
+            datagrams,
+            overflowed,
+        },
+    ))
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let SessionArgs {
+            ctx,
+            id,
+            user,
+            device,
+            outbox,
+        } = args;
+        ctx.relay.send_message(RelayMsg::Register {
+            session: id,
+            user: user.clone(),
+            outbox,
+        })?;
+        let limits = &ctx.config.limits;
+        let limiter = RateLimiter::new(limits.send_rate_per_s, limits.send_burst, Instant::now());
+        metrics::gauge!("piazza_sessions_active").increment(1.0);
+        tracing::debug!(session = id, %user, %device, "session opened");
+        Ok(SessionState {
+            ctx,
+            id,
+            user,
+            device,
+            limiter,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state.ctx.relay.send_message(RelayMsg::Unregister {
+            session: state.id,
+            user: state.user.clone(),
+        });
+        metrics::gauge!("piazza_sessions_active").decrement(1.0);
+        tracing::debug!(session = state.id, user = %state.user, device = %state.device, "session closed");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Request { request, reply } => state.handle_request(request, reply).await,
+            SessionMsg::Datagram(Datagram::Typing {
+                conversation,
+                active,
+                ..
+            }) => {
+                let user = state.user.clone();
+                state
+                    .ctx
+                    .send_to_conversation(&conversation, ConversationMsg::Typing { user, active })
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    async fn handle_request(&mut self, request: Request, reply: RpcReplyPort<Response>) {
+        let ctx = self.ctx.clone();
+        let user = self.user.clone();
+        let resolve = |conversation: &ConversationRef| {
+            conversation
+                .resolve(&user)
+                .map_err(|e| ErrorCode::invalid("conversation", e.to_string()))
+        };
+        match request {
+            Request::Hello { .. } => {
+                let _ = reply.send(Response::Error(ErrorCode::Conflict {
+                    reason: "this connection is already authenticated".into(),
+                }));
+            }
+            Request::Send {
+                conversation,
+                client_msg_id,
+                text,
+            } => {
+                if let Err(wait) = self.limiter.try_acquire(Instant::now()) {
+                    metrics::counter!("piazza_rate_limited_total").increment(1);
+                    let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+                    let _ = reply.send(Response::Error(ErrorCode::RateLimited { retry_after_ms }));
+                    return;
+                }
+                match resolve(&conversation) {
+                    Err(code) => {
+                        let _ = reply.send(Response::Error(code));
+                    }
+                    Ok(id) => {
+                        let message = ConversationMsg::Send {
+                            sender: user.clone(),
+                            client_msg_id,
+                            text,
+                            received: Instant::now(),
+                            reply,
+                        };
+                        ctx.send_to_conversation(&id, message).await;
+                    }
+                }
+            }
+            Request::History {
+                conversation,
+                before,
+                limit,
+            } => match resolve(&conversation) {
+                Err(code) => {
+                    let _ = reply.send(Response::Error(code));
+                }
+                Ok(id) => {
+                    let message = ConversationMsg::History {
+                        user: user.clone(),
+                        before,
+                        limit,
+                        reply,
+                    };
+                    ctx.send_to_conversation(&id, message).await;
+                }
+            },
+            Request::Receipt {
+                conversation,
+                seq,
+                kind,
+            } => {
+                let message = ConversationMsg::Receipt {
+                    user: user.clone(),
+                    seq,
+                    kind,
+                    reply,
+                };
+                ctx.send_to_conversation(&conversation, message).await;
+            }
+            Request::Receipts { conversation } => match resolve(&conversation) {
+                Err(code) => {
+                    let _ = reply.send(Response::Error(code));
+                }
+                Ok(id) => {
+                    ctx.send_to_conversation(
+                        &id,
+                        ConversationMsg::Receipts {
+                            user: user.clone(),
+                            reply,
+                        },
+                    )
+                    .await
+                }
+            },
+            Request::CreateGroup { name, members } => {
+                let members: Vec<UserId> = members
+                    .into_iter()
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .filter(|m| *m != user)
+                    .collect();
+                if members.len() + 1 > ctx.group_members_max() {
+                    let _ = reply.send(Response::Error(ErrorCode::TooLarge {
+                        what: "members".into(),
+                        limit: ctx.group_members_max() as u64,
+                    }));
+                    return;
+                }
+                let mut id = None;
+                for _ in 0..GROUP_ID_ATTEMPTS_MAX {
+                    let Ok(candidate) = GroupId::new(crate::node::random_u64()) else {
+                        continue;
+                    };
+                    match ctx.storage.group(candidate) {
+                        Ok(None) => {
+                            id = Some(candidate);
+                            break;
+                        }
+                        Ok(Some(_)) => continue,
+                        Err(e) => {
+                            let _ = reply.send(Response::Error(e.to_error_code()));
+                            return;
+                        }
+                    }
+                }
+                let Some(group) = id else {
+                    let _ = reply.send(Response::Error(ErrorCode::unavailable("no free group id")));
+                    return;
+                };
+                let message = ConversationMsg::Create {
+                    owner: user.clone(),
+                    name,
+                    members,
+                    reply,
+                };
+                ctx.send_to_conversation(&ConversationId::Group(group), message)
+                    .await;
+            }
+            Request::LeaveGroup { group } => {
+                let message = ConversationMsg::Leave {
+                    user: user.clone(),
+                    reply,
+                };
+                ctx.send_to_conversation(&ConversationId::Group(group), message)
+                    .await;
+            }
+            Request::Sync { cursors, limit } => {
+                // Sync reads many conversations; it runs beside the session so the session keeps
+                // serving the connection's other requests meanwhile.
+                tokio::spawn(async move {
+                    let response = sync::sync(&ctx, &user, cursors, limit).await;
+                    let _ = reply.send(response);
+                });
+            }
+        }
+    }
+}
+
+/// How long a session waits for a conversation actor during `Sync`.
+pub(crate) fn call_timeout(ctx: &NodeContext) -> Duration {
+    Duration::from_millis(ctx.config.limits.actor_call_timeout_ms)
+}
+
+/// Marks whether a connection's events were dropped (for the transport's event writer).
+pub(crate) fn take_overflow(flag: &AtomicBool) -> bool {
+    flag.swap(false, Ordering::AcqRel)
+}

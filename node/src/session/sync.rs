@@ -1,0 +1,77 @@
+//! `Sync`: everything a device missed, across the user's conversations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use piazza_protocol::{ErrorCode, Response, Seq, SyncBatch, SyncCursor, UserId};
+
+use crate::actors::conversation::ConversationMsg;
+use crate::node::NodeContext;
+
+/// Answers a `Sync` for `user`. The user's conversation index and each conversation's last seq are
+/// read from storage (cheap, committed data); only conversations with something new are asked for
+/// their messages, through their actor, which authorizes the read.
+pub(crate) async fn sync(
+    ctx: &Arc<NodeContext>,
+    user: &UserId,
+    cursors: Vec<SyncCursor>,
+    limit: u32,
+) -> Response {
+    match sync_inner(ctx, user, cursors, limit).await {
+        Ok(batch) => Response::Sync(batch),
+        Err(code) => Response::Error(code),
+    }
+}
+
+async fn sync_inner(
+    ctx: &Arc<NodeContext>,
+    user: &UserId,
+    cursors: Vec<SyncCursor>,
+    limit: u32,
+) -> Result<SyncBatch, ErrorCode> {
+    let cursors: HashMap<_, _> = cursors
+        .into_iter()
+        .map(|c| (c.conversation, c.seq))
+        .collect();
+    let conversations = ctx
+        .storage
+        .user_conversations(user, ctx.config.limits.user_conversations_max)
+        .map_err(|e| e.to_error_code())?;
+    let mut messages = Vec::new();
+    let mut budget = limit;
+    let mut more = false;
+    for conversation in conversations {
+        let after = cursors.get(&conversation).copied().unwrap_or(Seq::ZERO);
+        let last = ctx
+            .storage
+            .last_seq(&conversation)
+            .map_err(|e| e.to_error_code())?;
+        if last <= after {
+            continue;
+        }
+        if budget == 0 {
+            more = true;
+            break;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let message = ConversationMsg::ReadAfter {
+            user: user.clone(),
+            after,
+            limit: budget,
+            reply: tx.into(),
+        };
+        ctx.send_to_conversation(&conversation, message).await;
+        let (page, page_more) = match tokio::time::timeout(super::call_timeout(ctx), rx).await {
+            Ok(Ok(Ok(page))) => page,
+            // Left the conversation since the index was read: nothing to sync there.
+            Ok(Ok(Err(ErrorCode::Forbidden | ErrorCode::NotFound))) => continue,
+            Ok(Ok(Err(code))) => return Err(code),
+            Ok(Err(_)) => return Err(ErrorCode::unavailable("conversation did not answer")),
+            Err(_) => return Err(ErrorCode::unavailable("conversation timed out")),
+        };
+        budget = budget.saturating_sub(u32::try_from(page.len()).unwrap_or(u32::MAX));
+        more |= page_more;
+        messages.extend(page);
+    }
+    Ok(SyncBatch { messages, more })
+}
