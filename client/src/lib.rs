@@ -54,15 +54,15 @@ mod error;
 mod transport;
 
 pub use client::{Client, ClientEvent};
-pub use config::{ClientConfig, EventStart, ReconnectPolicy};
+pub use config::{ClientConfig, EventStart, REQUEST_TIMEOUT_DEFAULT, ReconnectPolicy};
 pub use cursors::{Arrival, Cursors, SyncStep};
 pub use error::ClientError;
 
 // The wire types the SDK's signatures use, so an app can depend on this crate alone.
 pub use piazza_protocol::{
     ClientMsgId, ConversationId, ConversationRef, DeviceId, ErrorCode, GroupId, HistoryPage,
-    Message, MessageBody, ReceiptKind, ReceiptState, SendAck, Seq, SyncBatch, SyncCursor, SystemEvent,
-    UserId,
+    Message, MessageBody, ReceiptKind, ReceiptState, SendAck, Seq, SyncBatch, SyncCursor,
+    SystemEvent, UserId,
 };
 
 /// Installs rustls' ring crypto provider as the process default.

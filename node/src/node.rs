@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use piazza_protocol::close_code;
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorCell, ActorRef};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actors::relay::{Relay, RelayMsg, SessionId};
+use crate::actors::supervisor::Supervisor;
 use crate::auth::{AuthError, TokenAuthority};
 use crate::cluster::placement::Placement;
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub(crate) struct NodeContext {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) tokens: TokenAuthority,
     pub(crate) relay: ActorRef<RelayMsg>,
+    /// Parent of every conversation and session actor.
+    pub(crate) supervisor: ActorCell,
     pub(crate) placement: Placement,
     next_session: AtomicU64,
     /// False while starting and once shutdown begins.
@@ -91,6 +94,8 @@ pub struct NodeHandle {
 /// Starts a node with `config`: storage, TLS, actors, the QUIC endpoint and the admin server.
 pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
     tls::install_crypto_provider();
+    // Install the metrics recorder before anything records a metric.
+    let _ = crate::telemetry::prometheus();
     std::fs::create_dir_all(&config.node.data_dir)
         .map_err(|e| StartError::Storage(StorageError::Engine(format!("data dir: {e}"))))?;
     let (certs, key, ca_file) = match (&config.tls.cert_file, &config.tls.key_file) {
@@ -113,7 +118,10 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         config.limits.storage_queue_max,
         config.limits.commit_batch_records_max,
     )?);
-    let (relay, _) = Actor::spawn(None, Relay, ())
+    let (supervisor, _) = Actor::spawn(None, Supervisor, ())
+        .await
+        .map_err(|e| StartError::Actor(e.to_string()))?;
+    let (relay, _) = Actor::spawn_linked(None, Relay, (), supervisor.get_cell())
         .await
         .map_err(|e| StartError::Actor(e.to_string()))?;
     static INSTANCES: AtomicU64 = AtomicU64::new(1);
@@ -123,6 +131,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         storage,
         tokens,
         relay,
+        supervisor: supervisor.get_cell(),
         next_session: AtomicU64::new(1),
         ready: AtomicBool::new(false),
         config,
@@ -224,6 +233,12 @@ impl NodeHandle {
         for task in self.tasks {
             task.abort();
         }
+        // Sessions and conversations stop (queued messages are dropped; their senders see errors and
+        // retry elsewhere) before storage closes, so nothing submits after the final commit.
+        self.ctx
+            .supervisor
+            .stop_children_and_wait(Some("shutdown".into()), Some(timeout))
+            .await;
         // Commits everything already queued; acks that could not be delivered are recovered by
         // clients retrying with the same client_msg_id.
         let storage = self.ctx.storage.clone();
@@ -232,7 +247,7 @@ impl NodeHandle {
             Ok(Err(e)) => tracing::error!(error = %e, "storage did not close cleanly"),
             Err(e) => tracing::error!(error = %e, "storage close task failed"),
         }
-        self.ctx.relay.stop(None);
+        self.ctx.supervisor.stop(None);
         tracing::info!(node = %self.ctx.config.node.name, "stopped");
     }
 }

@@ -1,1 +1,9 @@
-//! Integration tests.
+//! Piazza's black-box integration tests, one binary (matklad's layout): real nodes, real clients,
+//! real QUIC and TLS on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod admin;
+mod bad_input;
+mod chat;
+mod durability;
+mod groups;

@@ -1,1 +1,623 @@
-fn main() {}
+//! `piazza`: the command-line client. A thin layer over the SDK: parse arguments, call one
+//! `Client` method per command, print the result (human-readable, or JSON with `--json`).
+//!
+//! Exit codes: 0 on success, 2 for usage errors (clap), 1 for everything else, with
+//! `error: <message>` on stderr.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{CommandFactory, Parser, Subcommand};
+use piazza_client::{
+    Client, ClientConfig, ClientError, ClientEvent, ClientMsgId, ConversationId, ConversationRef,
+    DeviceId, EventStart, GroupId, Message, MessageBody, ReceiptKind, ReceiptState, SendAck, Seq,
+    SystemEvent, UserId,
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Messages `chat` shows before reading input.
+const CHAT_HISTORY_COUNT: u32 = 20;
+
+/// Lines typed into `chat` waiting to be sent. A person types far slower than a send takes; the
+/// bound only matters for a large paste, which then waits for the sends.
+const STDIN_QUEUE_CAPACITY: usize = 64;
+
+/// Messages per history request when paging (the protocol's page limit).
+const HISTORY_PAGE: u32 = piazza_protocol::limits::HISTORY_PAGE_MAX;
+
+/// Command-line client for a Piazza node.
+#[derive(Debug, Parser)]
+#[command(name = "piazza", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, clap::Args)]
+struct Global {
+    /// The node's client address, host:port.
+    #[arg(
+        long,
+        env = "PIAZZA_SERVER",
+        default_value = "127.0.0.1:4433",
+        global = true
+    )]
+    server: String,
+    /// PEM file with the node's certificate authority.
+    #[arg(
+        long,
+        env = "PIAZZA_CA",
+        default_value = "./piazza-data/tls/ca.pem",
+        global = true
+    )]
+    ca: PathBuf,
+    /// Signed token naming the user (`piazza-node token --user NAME`).
+    #[arg(long, env = "PIAZZA_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Device id of this client.
+    #[arg(long, env = "PIAZZA_DEVICE", default_value = "cli", global = true)]
+    device: DeviceId,
+    /// TLS server name to verify (default: the host part of --server).
+    #[arg(long, global = true)]
+    server_name: Option<String>,
+    /// Deadline of each request, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    request_timeout_secs: u64,
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send a direct message.
+    Send {
+        /// The recipient.
+        #[arg(long)]
+        to: UserId,
+        /// The message text.
+        text: String,
+        /// Id for this message; sending again with the same id does not duplicate it.
+        #[arg(long)]
+        client_msg_id: Option<ClientMsgId>,
+    },
+    /// Print the direct conversation with a user, oldest first.
+    History {
+        /// The other user.
+        #[arg(long = "with")]
+        with: UserId,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Print new messages as they arrive (in all conversations), marking them delivered.
+    Listen {
+        /// Stop after this many seconds (exit 0, having printed what arrived).
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+        /// Stop after this many messages.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// First print every stored message, not only new ones.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Chat with a user interactively: type a line to send it, /quit or end of input to leave.
+    Chat {
+        /// The other user.
+        #[arg(long = "with")]
+        with: UserId,
+    },
+    /// Group conversations.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Print how far each member of a conversation has received and read.
+    Receipts {
+        /// The direct conversation with this user.
+        #[arg(
+            long = "with",
+            conflicts_with = "group",
+            required_unless_present = "group"
+        )]
+        with: Option<UserId>,
+        /// A group (123 or g:123).
+        #[arg(long)]
+        group: Option<GroupId>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create a group with you as owner; prints its id.
+    Create {
+        /// Display name.
+        name: String,
+        /// Other members, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<UserId>,
+    },
+    /// Send a message to a group.
+    Send {
+        /// The group (123 or g:123).
+        group: GroupId,
+        /// The message text.
+        text: String,
+        /// Id for this message; sending again with the same id does not duplicate it.
+        #[arg(long)]
+        client_msg_id: Option<ClientMsgId>,
+    },
+    /// Print a group's messages, oldest first.
+    History {
+        /// The group (123 or g:123).
+        group: GroupId,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Leave a group.
+    Leave {
+        /// The group (123 or g:123).
+        group: GroupId,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct PageArgs {
+    /// How many messages (the newest ones, or the ones before --before).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    limit: u32,
+    /// Only messages with a seq below this one.
+    #[arg(long)]
+    before: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    piazza_client::install_crypto_provider();
+    let cli = Cli::parse();
+    if cli.global.token.is_none() {
+        // Every command connects; a missing token is a usage error (exit code 2).
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--token (or PIAZZA_TOKEN) is required",
+            )
+            .exit();
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    drop(runtime);
+    let code = match result {
+        Ok(()) => 0,
+        // The reader of our output went away (`piazza history | head`): not an error.
+        Err(error) if is_broken_pipe(&error) => 0,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            1
+        }
+    };
+    // `exit` rather than returning: the chat's stdin reader thread may still be blocked in a read
+    // that nothing can interrupt.
+    std::process::exit(code)
+}
+
+fn init_tracing() {
+    // The SDK reports reconnects as warnings; RUST_LOG=info or debug shows more.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let out = Output {
+        json: cli.global.json,
+    };
+    let events = match &cli.command {
+        Command::Listen {
+            from_start: true, ..
+        } => EventStart::Beginning,
+        Command::Listen { .. } | Command::Chat { .. } => EventStart::Now,
+        _ => EventStart::Off,
+    };
+    let client = connect(&cli.global, events).await?;
+    let result = dispatch(&client, &out, cli.command).await;
+    client.close().await;
+    result
+}
+
+async fn connect(global: &Global, events: EventStart) -> Result<Client> {
+    let token = global
+        .token
+        .clone()
+        .ok_or_else(|| anyhow!("--token (or PIAZZA_TOKEN) is required"))?;
+    let mut config = ClientConfig::new(&global.server, &global.ca, token, global.device.clone());
+    config.server_name = global.server_name.clone();
+    config.request_timeout = Duration::from_secs(global.request_timeout_secs);
+    config.events = events;
+    Ok(Client::connect(config).await?)
+}
+
+async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()> {
+    match command {
+        Command::Send {
+            to,
+            text,
+            client_msg_id,
+        } => {
+            let ack = client
+                .send(ConversationRef::Direct { peer: to }, text, client_msg_id)
+                .await?;
+            out.ack(&ack)
+        }
+        Command::History { with, page } => {
+            history(client, out, ConversationRef::Direct { peer: with }, &page).await
+        }
+        Command::Listen {
+            timeout_secs,
+            count,
+            ..
+        } => listen(client, out, timeout_secs.map(Duration::from_secs), count).await,
+        Command::Chat { with } => chat(client, out, with).await,
+        Command::Group(GroupCommand::Create { name, members }) => {
+            let conversation = client.create_group(name, members).await?;
+            let ConversationId::Group(group) = &conversation else {
+                bail!("the node created {conversation}, which is not a group");
+            };
+            out.line(
+                &format!("created group {group} (conversation {conversation})"),
+                json!({ "group": group.get(), "conversation": conversation.to_string() }),
+            )
+        }
+        Command::Group(GroupCommand::Send {
+            group,
+            text,
+            client_msg_id,
+        }) => {
+            let ack = client
+                .send(ConversationRef::Group(group), text, client_msg_id)
+                .await?;
+            out.ack(&ack)
+        }
+        Command::Group(GroupCommand::History { group, page }) => {
+            history(client, out, ConversationRef::Group(group), &page).await
+        }
+        Command::Group(GroupCommand::Leave { group }) => {
+            client.leave_group(group).await?;
+            out.line(
+                &format!("left group {group}"),
+                json!({ "group": group.get(), "left": true }),
+            )
+        }
+        Command::Receipts { with, group } => {
+            let conversation = match (with, group) {
+                (Some(peer), _) => ConversationRef::Direct { peer },
+                (None, Some(group)) => ConversationRef::Group(group),
+                (None, None) => bail!("give --with USER or --group GROUP"),
+            };
+            for state in client.receipts(conversation).await? {
+                out.receipt_state(&state)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints up to `page.limit` messages, oldest first, fetching as many pages as that takes.
+async fn history(
+    client: &Client,
+    out: &Output,
+    conversation: ConversationRef,
+    page: &PageArgs,
+) -> Result<()> {
+    let mut pages = Vec::new();
+    let mut remaining = page.limit;
+    let mut before = page.before.map(Seq::new);
+    // Bounded: every round fetches at least one message off `remaining`, or stops.
+    while remaining > 0 {
+        let got = client
+            .history(conversation.clone(), before, remaining.min(HISTORY_PAGE))
+            .await?;
+        let Some(first) = got.messages.first().map(|m| m.seq) else {
+            break;
+        };
+        remaining = remaining.saturating_sub(u32::try_from(got.messages.len()).unwrap_or(u32::MAX));
+        let more = got.more;
+        pages.push(got.messages);
+        if !more {
+            break;
+        }
+        before = Some(first);
+    }
+    for message in pages.iter().rev().flatten() {
+        out.message(message, false)?;
+    }
+    Ok(())
+}
+
+/// Prints messages as they arrive until `count` were printed or `timeout` passed, and marks them
+/// delivered (one receipt per conversation for the newest printed, sent whenever the queue of
+/// arrived events is empty).
+async fn listen(
+    client: &Client,
+    out: &Output,
+    timeout: Option<Duration>,
+    count: Option<u64>,
+) -> Result<()> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut printed: u64 = 0;
+    let mut unreceipted: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+    loop {
+        if count.is_some_and(|n| printed >= n) {
+            break;
+        }
+        let event = match client.try_next_event() {
+            Some(event) => event,
+            None => {
+                send_receipts(client, &mut unreceipted, ReceiptKind::Delivered).await;
+                let next = client.next_event();
+                let event = match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
+                        Ok(event) => event,
+                        Err(_) => break,
+                    },
+                    None => next.await,
+                };
+                event
+                    .ok_or_else(|| anyhow!(ClientError::Closed))
+                    .context("the connection was lost and could not be re-established")?
+            }
+        };
+        if let ClientEvent::Message(message) = event {
+            out.message(&message, true)?;
+            printed += 1;
+            if &message.sender != client.user() {
+                unreceipted.insert(message.conversation.clone(), message.seq);
+            }
+        }
+    }
+    send_receipts(client, &mut unreceipted, ReceiptKind::Delivered).await;
+    Ok(())
+}
+
+/// Sends one receipt per conversation. A failed receipt is reported and skipped: it only affects
+/// what others see, and a later one covers it.
+async fn send_receipts(
+    client: &Client,
+    pending: &mut BTreeMap<ConversationId, Seq>,
+    kind: ReceiptKind,
+) {
+    for (conversation, seq) in std::mem::take(pending) {
+        if let Err(error) = client.receipt(conversation.clone(), seq, kind).await {
+            eprintln!("warning: cannot mark {conversation} up to {seq}: {error}");
+        }
+    }
+}
+
+/// Interactive chat with one user.
+async fn chat(client: &Client, out: &Output, peer: UserId) -> Result<()> {
+    let me = client.user().clone();
+    let conversation = ConversationId::direct(me.clone(), peer.clone())
+        .map_err(|e| anyhow!("cannot chat with {peer}: {e}"))?;
+    let target = ConversationRef::Direct { peer: peer.clone() };
+
+    let page = client
+        .history(target.clone(), None, CHAT_HISTORY_COUNT)
+        .await?;
+    let mut shown = Seq::ZERO;
+    for message in &page.messages {
+        out.message(message, false)?;
+        shown = message.seq;
+    }
+    mark_read(client, &conversation, shown).await;
+    if !out.json {
+        eprintln!("chatting with {peer} as {me}; type a line to send it, /quit to leave");
+    }
+
+    let mut lines = spawn_stdin_reader()?;
+    loop {
+        // Why select: the user may type while messages arrive; either must be handled at once.
+        // Both branches are cancel-safe (queue receives).
+        let input = tokio::select! {
+            line = lines.recv() => Input::Line(line),
+            event = client.next_event() => Input::Event(event),
+        };
+        match input {
+            Input::Line(None) => break,
+            Input::Line(Some(line)) => {
+                let line = line.context("read from stdin")?;
+                let text = line.trim_end_matches('\r');
+                if text.trim() == "/quit" {
+                    break;
+                }
+                if text.trim().is_empty() {
+                    continue;
+                }
+                // Line-based input cannot tell when typing starts, so the indicator goes out
+                // right before the message; it is best effort, hence the ignored result.
+                let _ = client.typing(conversation.clone(), true);
+                match client.send(target.clone(), text, None).await {
+                    Ok(_) => {}
+                    // The node refused this one message (rate limit, too long, …): say so and
+                    // keep chatting.
+                    Err(
+                        error @ (ClientError::Server(_)
+                        | ClientError::Invalid(_)
+                        | ClientError::Timeout { .. }),
+                    ) => eprintln!("error: {error}"),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Input::Event(None) => {
+                return Err(anyhow!(ClientError::Closed))
+                    .context("the connection was lost and could not be re-established");
+            }
+            Input::Event(Some(ClientEvent::Message(message))) => {
+                if message.conversation == conversation && message.seq > shown {
+                    out.message(&message, false)?;
+                    shown = message.seq;
+                    if message.sender != me {
+                        mark_read(client, &conversation, shown).await;
+                    }
+                }
+            }
+            Input::Event(Some(ClientEvent::Typing {
+                conversation: typing_in,
+                user,
+                active: true,
+            })) if typing_in == conversation && user != me => out.line(
+                &format!("{user} is typing…"),
+                json!({ "typing": user.as_str(), "conversation": conversation.to_string() }),
+            )?,
+            Input::Event(Some(_)) => {}
+        }
+    }
+    let _ = client.typing(conversation, false);
+    Ok(())
+}
+
+enum Input {
+    Line(Option<io::Result<String>>),
+    Event(Option<ClientEvent>),
+}
+
+async fn mark_read(client: &Client, conversation: &ConversationId, seq: Seq) {
+    if seq == Seq::ZERO {
+        return;
+    }
+    let mut pending = BTreeMap::from([(conversation.clone(), seq)]);
+    send_receipts(client, &mut pending, ReceiptKind::Read).await;
+}
+
+/// Reads stdin lines on a plain thread: tokio's stdin cannot be interrupted, and a pending read
+/// would keep the runtime from shutting down after `/quit`.
+fn spawn_stdin_reader() -> Result<mpsc::Receiver<io::Result<String>>> {
+    let (tx, rx) = mpsc::channel(STDIN_QUEUE_CAPACITY);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in io::stdin().lock().lines() {
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("start the stdin reader")?;
+    Ok(rx)
+}
+
+/// Prints results as text or as JSON lines.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn line(&self, human: &str, json: serde_json::Value) -> Result<()> {
+        let mut stdout = io::stdout().lock();
+        if self.json {
+            writeln!(stdout, "{json}")?;
+        } else {
+            writeln!(stdout, "{human}")?;
+        }
+        // Flushed per line, so `listen` output shows up (and can be piped) as it arrives.
+        stdout.flush()?;
+        Ok(())
+    }
+
+    fn ack(&self, ack: &SendAck) -> Result<()> {
+        let duplicate = if ack.duplicate { " (duplicate)" } else { "" };
+        self.line(
+            &format!("sent to {} seq {}{duplicate}", ack.conversation, ack.seq),
+            json!({
+                "conversation": ack.conversation.to_string(),
+                "seq": ack.seq.get(),
+                "client_msg_id": ack.client_msg_id.as_str(),
+                "duplicate": ack.duplicate,
+                "sent_at_ms": ack.sent_at_ms,
+            }),
+        )
+    }
+
+    /// One message: `[seq] sender: text`, prefixed by the conversation when several can appear.
+    fn message(&self, message: &Message, with_conversation: bool) -> Result<()> {
+        let (text, system) = describe(message);
+        let prefix = if with_conversation {
+            format!("{} ", message.conversation)
+        } else {
+            String::new()
+        };
+        let human = if system {
+            format!("{prefix}[{}] * {text}", message.seq)
+        } else {
+            format!("{prefix}[{}] {}: {text}", message.seq, message.sender)
+        };
+        self.line(
+            &human,
+            json!({
+                "conversation": message.conversation.to_string(),
+                "seq": message.seq.get(),
+                "sender": message.sender.as_str(),
+                "text": text,
+                "system": system,
+                "sent_at_ms": message.sent_at_ms,
+                "client_msg_id": message.client_msg_id.as_str(),
+            }),
+        )
+    }
+
+    fn receipt_state(&self, state: &ReceiptState) -> Result<()> {
+        self.line(
+            &format!(
+                "{}: delivered {}, read {}",
+                state.user, state.delivered, state.read
+            ),
+            json!({
+                "user": state.user.as_str(),
+                "delivered": state.delivered.get(),
+                "read": state.read.get(),
+            }),
+        )
+    }
+}
+
+/// The text of a message, or a readable description of a system event; and whether it is one.
+fn describe(message: &Message) -> (String, bool) {
+    match &message.body {
+        MessageBody::Text(text) => (text.clone(), false),
+        MessageBody::System(SystemEvent::GroupCreated { name, member_count }) => (
+            format!(
+                "{} created group \"{name}\" with {member_count} members",
+                message.sender
+            ),
+            true,
+        ),
+        MessageBody::System(SystemEvent::MemberLeft { user }) => {
+            (format!("{user} left the group"), true)
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}

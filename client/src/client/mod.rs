@@ -26,7 +26,7 @@ use crate::config::{ClientConfig, EventStart};
 use crate::cursors::Cursors;
 use crate::driver::{self, DriverParts, EVENT_QUEUE_CAPACITY, LinkState, SYNC_ROUNDS_MAX};
 use crate::error::ClientError;
-use crate::transport::{self, CLOSE_CLIENT, Settings};
+use crate::transport::{self, Settings};
 
 /// A connection to a Piazza node, kept alive and re-established in the background.
 ///
@@ -322,7 +322,10 @@ impl Client {
 
     /// Leaves a group. Not retried after a lost connection.
     pub async fn leave_group(&self, group: GroupId) -> Result<(), ClientError> {
-        match self.call(Request::LeaveGroup { group }, Retry::Never).await? {
+        match self
+            .call(Request::LeaveGroup { group }, Retry::Never)
+            .await?
+        {
             Response::Done => Ok(()),
             other => Err(transport::unexpected("leave_group", &other)),
         }
@@ -388,8 +391,7 @@ impl Client {
             ..
         } = self;
         if let LinkState::Up { link, .. } = &*link.borrow() {
-            link.connection
-                .close(CLOSE_CLIENT.into(), b"client closed");
+            transport::close_if_open(&link.connection, b"client closed");
         }
         // Either outcome is fine: `Err` means the task has already stopped.
         let _ = shutdown.send(());
@@ -440,7 +442,9 @@ impl Client {
         // by the request timeout); the margin covers the last attempt.
         let bound = self.settings.reconnect.give_up_after + 2 * self.settings.request_timeout;
         let ready = |state: &LinkState| match state {
-            LinkState::Up { generation, .. } => lost_generation.is_none_or(|lost| *generation > lost),
+            LinkState::Up { generation, .. } => {
+                lost_generation.is_none_or(|lost| *generation > lost)
+            }
             LinkState::Closed(_) => true,
             LinkState::Reconnecting => false,
         };

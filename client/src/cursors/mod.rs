@@ -142,7 +142,7 @@ impl Cursors {
             })
             .collect();
         if cursors.len() > SYNC_CURSORS_MAX {
-            cursors.sort_by(|a, b| b.seq.cmp(&a.seq));
+            cursors.sort_by_key(|c| std::cmp::Reverse(c.seq));
             cursors.truncate(SYNC_CURSORS_MAX);
         }
         cursors.sort_by(|a, b| a.conversation.cmp(&b.conversation));

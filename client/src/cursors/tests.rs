@@ -23,17 +23,13 @@ fn message(conversation: &ConversationId, seq: u64) -> Message {
         seq: Seq::new(seq),
         sender: user("alice"),
         client_msg_id: format!("m-{seq}").parse().unwrap(),
-        sent_at_ms: 1_700_000_000_000 + seq,
+        sent_at_ms: 1_700_000_000_000_u64.saturating_add(seq),
         body: MessageBody::Text(format!("message {seq}")),
     }
 }
 
 /// Feeds live messages `(conversation, seq)` and checks the verdicts and the final cursors.
-fn check_live(
-    cursors: &mut Cursors,
-    feed: &[(&ConversationId, u64)],
-    expected: &[Arrival],
-) {
+fn check_live(cursors: &mut Cursors, feed: &[(&ConversationId, u64)], expected: &[Arrival]) {
     let got: Vec<Arrival> = feed
         .iter()
         .map(|(conversation, seq)| cursors.handle_live(&message(conversation, *seq)))

@@ -29,7 +29,7 @@ use crate::backoff::Backoff;
 use crate::client::ClientEvent;
 use crate::cursors::{Arrival, Cursors};
 use crate::error::ClientError;
-use crate::transport::{self, CLOSE_CLIENT, Closed, Link, Settings, classify_close};
+use crate::transport::{self, Closed, Link, Settings, classify_close};
 
 /// Capacity of the queue between this task and [`crate::Client::next_event`]. 4096 events absorb
 /// a burst (a catch-up after a reconnect) without stalling the task on a briefly busy app.
@@ -157,27 +157,21 @@ impl Driver {
         loop {
             match self.serve().await {
                 End::Shutdown => {
-                    self.link
-                        .connection
-                        .close(CLOSE_CLIENT.into(), b"client closed");
+                    transport::close_if_open(&self.link.connection, b"client closed");
                     self.finish(ClientError::Closed);
                     return;
                 }
                 End::Fatal(error) => {
                     warn!(node = %self.link.node, "connection unusable, not reconnecting: {error}");
-                    self.link
-                        .connection
-                        .close(CLOSE_CLIENT.into(), b"client error");
+                    transport::close_if_open(&self.link.connection, b"client error");
                     self.finish(error);
                     return;
                 }
                 End::Reconnect(why) => {
                     warn!(node = %self.link.node, "connection lost ({why}); reconnecting");
-                    // Already closed in most cases; closing again is a no-op. When the event
-                    // stream broke on an open connection, this releases it.
-                    self.link
-                        .connection
-                        .close(CLOSE_CLIENT.into(), b"reconnecting");
+                    // Already closed in most cases. When the event stream broke on an open
+                    // connection, this releases it.
+                    transport::close_if_open(&self.link.connection, b"reconnecting");
                     self.link_tx.send_replace(LinkState::Reconnecting);
                     match self.reconnect(&why).await {
                         Ok(link) => self.install(link),
@@ -383,7 +377,13 @@ impl Driver {
                 return None;
             }
             Ok(other) => return Some(End::Fatal(transport::unexpected("sync", &other))),
-            Err(ClientError::ConnectionLost(why)) => return Some(End::Reconnect(why)),
+            Err(ClientError::ConnectionLost(why)) => {
+                // A local close of the current connection can only come from `Client::close`.
+                return Some(match connection.close_reason() {
+                    Some(error) => end_of(&error),
+                    None => End::Reconnect(why),
+                });
+            }
             Err(ClientError::Closed) => return Some(End::Shutdown),
             Err(error @ ClientError::Timeout { .. }) => {
                 debug!("sync round failed: {error}");

@@ -139,9 +139,7 @@ pub(crate) async fn open(
         device: settings.device.clone(),
     };
     let answer = round_trip(&connection, &hello, settings.request_timeout).await;
-    let refused = |connection: &quinn::Connection| {
-        connection.close(CLOSE_CLIENT.into(), b"hello failed");
-    };
+    let refused = |connection: &quinn::Connection| close_if_open(connection, b"hello failed");
     match answer {
         Ok(Response::Welcome { user, node, .. }) => Ok(Link {
             connection,
@@ -364,20 +362,33 @@ async fn read_response(recv: &mut quinn::RecvStream) -> Result<Response, ClientE
 }
 
 /// A connection-level failure seen by a request: the connection is gone.
+///
+/// A local close is reported as lost too, not as [`ClientError::Closed`]: the background task
+/// closes a connection it is replacing, and a request caught by that must be retried on the next
+/// one. If the client itself is closing, the retry finds it closed and reports that.
 pub(crate) fn lost(error: ConnectionError) -> ClientError {
     match classify_close(&error) {
         Closed::Fatal(fatal) => fatal,
-        Closed::Local => ClientError::Closed,
+        Closed::Local => ClientError::ConnectionLost("connection closed by this client".into()),
         Closed::Reconnect(reason) => ClientError::ConnectionLost(reason),
+    }
+}
+
+/// Closes a connection unless it is closed already. Closing a connection the node has closed
+/// would replace the node's reason (say, "shutting down") with "locally closed" for every request
+/// still looking at it.
+pub(crate) fn close_if_open(connection: &quinn::Connection, reason: &'static [u8]) {
+    if connection.close_reason().is_none() {
+        connection.close(CLOSE_CLIENT.into(), reason);
     }
 }
 
 fn write_error(error: WriteError) -> ClientError {
     match error {
         WriteError::ConnectionLost(e) => lost(e),
-        WriteError::Stopped(code) => {
-            ClientError::Protocol(format!("the node stopped reading the request (code {code})"))
-        }
+        WriteError::Stopped(code) => ClientError::Protocol(format!(
+            "the node stopped reading the request (code {code})"
+        )),
         WriteError::ClosedStream | WriteError::ZeroRttRejected => {
             ClientError::Protocol(format!("cannot send the request: {error}"))
         }

@@ -42,7 +42,8 @@ fn missing_ca_file_is_a_config_error() {
 #[test]
 fn ca_file_without_certificates_is_a_config_error() {
     crate::install_crypto_provider();
-    let path = std::env::temp_dir().join(format!("piazza-client-empty-ca-{}.pem", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("piazza-client-empty-ca-{}.pem", std::process::id()));
     std::fs::write(&path, "not a certificate\n").unwrap();
     let result = quic_config(&path);
     std::fs::remove_file(&path).unwrap();

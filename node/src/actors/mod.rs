@@ -12,3 +12,4 @@
 
 pub(crate) mod conversation;
 pub(crate) mod relay;
+pub(crate) mod supervisor;

@@ -70,7 +70,14 @@ impl NodeContext {
             id: id.clone(),
             ctx: self.clone(),
         };
-        match Actor::spawn(Some(name.clone()), ConversationActor, args).await {
+        match Actor::spawn_linked(
+            Some(name.clone()),
+            ConversationActor,
+            args,
+            self.supervisor.clone(),
+        )
+        .await
+        {
             Ok((actor, _join)) => Ok(actor),
             Err(SpawnErr::ActorAlreadyRegistered(_)) => ActorRef::<ConversationMsg>::where_is(name)
                 .ok_or_else(|| ErrorCode::unavailable("conversation is restarting, retry")),

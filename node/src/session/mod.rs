@@ -119,10 +119,12 @@ pub(crate) async fn open(
         device,
         outbox,
     };
-    let (actor, _join) = Actor::spawn(None, SessionActor, args).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot start session");
-        ErrorCode::unavailable("cannot start session")
-    })?;
+    let (actor, _join) = Actor::spawn_linked(None, SessionActor, args, ctx.supervisor.clone())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot start session");
+            ErrorCode::unavailable("cannot start session")
+        })?;
     Ok((
         actor,
         SessionIo {

@@ -9,8 +9,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -48,7 +48,8 @@ enum Item {
 
 /// The redb-backed [`Storage`].
 pub struct EmbeddedStorage {
-    db: Arc<Database>,
+    /// `None` once closed, so the file lock is released even while actors still hold the store.
+    db: RwLock<Option<Arc<Database>>>,
     tx: mpsc::Sender<Item>,
     healthy: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -98,11 +99,21 @@ impl EmbeddedStorage {
             .spawn(move || writer.run())
             .map_err(engine)?;
         Ok(EmbeddedStorage {
-            db,
+            db: RwLock::new(Some(db)),
             tx,
             healthy,
             writer: Mutex::new(Some(handle)),
         })
+    }
+}
+
+impl EmbeddedStorage {
+    fn db(&self) -> Result<Arc<Database>, StorageError> {
+        let guard = self
+            .db
+            .read()
+            .map_err(|_| StorageError::Engine("lock poisoned".into()))?;
+        guard.clone().ok_or(StorageError::Closed)
     }
 }
 
@@ -131,7 +142,7 @@ impl Storage for EmbeddedStorage {
     }
 
     fn group(&self, id: GroupId) -> Result<Option<GroupRecord>, StorageError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.db()?.begin_read().map_err(engine)?;
         let table = txn.open_table(GROUPS).map_err(engine)?;
         match table.get(id.get()).map_err(engine)? {
             Some(row) => Ok(Some(decode_group_row(row.value())?)),
@@ -145,7 +156,7 @@ impl Storage for EmbeddedStorage {
         max: usize,
     ) -> Result<Vec<(UserId, Role)>, StorageError> {
         let key = conversation.to_string();
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.db()?.begin_read().map_err(engine)?;
         let table = txn.open_table(MEMBERS).map_err(engine)?;
         let mut members = Vec::new();
         for item in table.range((key.as_str(), "")..).map_err(engine)?.take(max) {
@@ -165,7 +176,7 @@ impl Storage for EmbeddedStorage {
 
     fn last_seq(&self, conversation: &ConversationId) -> Result<Seq, StorageError> {
         let key = conversation.to_string();
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.db()?.begin_read().map_err(engine)?;
         let table = txn.open_table(MESSAGES).map_err(engine)?;
         let last = table
             .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
@@ -185,7 +196,7 @@ impl Storage for EmbeddedStorage {
     ) -> Result<(Vec<Message>, bool), StorageError> {
         let key = conversation.to_string();
         let before = before.map_or(u64::MAX, Seq::get);
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.db()?.begin_read().map_err(engine)?;
         let table = txn.open_table(MESSAGES).map_err(engine)?;
         let mut messages = Vec::with_capacity(limit.min(256));
         let mut more = false;
@@ -215,7 +226,7 @@ impl Storage for EmbeddedStorage {
         let Some(first) = after.next() else {
             return Ok((Vec::new(), false));
         };
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.db()?.begin_read().map_err(engine)?;
         let table = txn.open_table(MESSAGES).map_err(engine)?;
         let mut messages = Vec::with_capacity(limit.min(256));
         let mut more = false;
@@ -238,7 +249,7 @@ impl Storage for EmbeddedStorage {
         user: &UserId,
         max: usize,
     ) -> Result<Vec<ConversationId>, StorageError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.db()?.begin_read().map_err(engine)?;
         let table = txn.open_table(USER_CONVERSATIONS).map_err(engine)?;
         let mut conversations = Vec::new();
         for item in table
@@ -263,7 +274,7 @@ impl Storage for EmbeddedStorage {
 
     fn receipts(&self, conversation: &ConversationId) -> Result<Vec<ReceiptState>, StorageError> {
         let key = conversation.to_string();
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.db()?.begin_read().map_err(engine)?;
         let table = txn.open_table(RECEIPTS).map_err(engine)?;
         let mut receipts = Vec::new();
         for item in table.range((key.as_str(), "")..).map_err(engine)? {
