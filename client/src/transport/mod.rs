@@ -1,6 +1,7 @@
-//! QUIC and TLS glue: the client endpoint, one connection with its `Hello`, and one request as
-//! one bidirectional stream. The only module that names quinn's stream and endpoint APIs and
-//! rustls; the rest of the crate sees [`Link`]s, [`round_trip`] and [`ClientError`]s.
+//! QUIC and TLS glue: TLS and transport settings, the client endpoint, one connection with its
+//! `Hello`, one request as one bidirectional stream, and what a closed connection means. The only
+//! module that names rustls and sets up quinn; the background task (`crate::driver`) reads the
+//! event stream and datagrams of the connections opened here.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

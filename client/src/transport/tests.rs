@@ -39,14 +39,43 @@ fn missing_ca_file_is_a_config_error() {
     assert!(matches!(quic_config(&missing), Err(ClientError::Config(_))));
 }
 
+/// A self-signed CA (public certificate only; the key was thrown away), valid until 2126.
+const FIXTURE_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBpzCCAU2gAwIBAgIUKFUTrOujsIYrtAxfSOdp0mwsilIwCgYIKoZIzj0EAwIw
+KDEmMCQGA1UEAwwdcGlhenphIGNsaWVudCB0ZXN0IGZpeHR1cmUgQ0EwIBcNMjYx
+MTIyMjAwMDIwWhgPMjEyNjEwMjkyMDAwMjBaMCgxJjAkBgNVBAMMHXBpYXp6YSBj
+bGllbnQgdGVzdCBmaXh0dXJlIENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
+r7y9LA6bFMLnprVNFWv49/uUpxnxVAOVd7ryQStyPOGwb6aHXGiSaMVm5c098HA6
+wQ9uD0mcjX1yk+t7SurgBqNTMFEwHQYDVR0OBBYEFIsVzpulJghyypo55RpTszq+
+16tkMB8GA1UdIwQYMBaAFIsVzpulJghyypo55RpTszq+16tkMA8GA1UdEwEB/wQF
+MAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhALiJMKSAvtWw9VMGg0WJxEw1nxnmB/TE
+p+9X/tLFfEgnAiBNGvmuGCDZkn9+zN4Yoq475mYGtYyZ4S+lSjb5sNMlAQ==
+-----END CERTIFICATE-----
+";
+
+/// Writes `contents` to a file unique to this test and process, runs `f` on its path, removes it.
+fn with_file<T>(name: &str, contents: &str, f: impl FnOnce(&std::path::Path) -> T) -> T {
+    let path =
+        std::env::temp_dir().join(format!("piazza-client-{name}-{}.pem", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    let result = f(&path);
+    std::fs::remove_file(&path).unwrap();
+    result
+}
+
+#[test]
+fn a_pem_ca_file_builds_a_quic_config() {
+    crate::install_crypto_provider();
+    with_file("ca", FIXTURE_CA_PEM, |path| quic_config(path).unwrap());
+    // Several certificates in one file (a CA bundle) are all accepted.
+    let bundle = format!("{FIXTURE_CA_PEM}{FIXTURE_CA_PEM}");
+    with_file("bundle", &bundle, |path| quic_config(path).unwrap());
+}
+
 #[test]
 fn ca_file_without_certificates_is_a_config_error() {
     crate::install_crypto_provider();
-    let path =
-        std::env::temp_dir().join(format!("piazza-client-empty-ca-{}.pem", std::process::id()));
-    std::fs::write(&path, "not a certificate\n").unwrap();
-    let result = quic_config(&path);
-    std::fs::remove_file(&path).unwrap();
+    let result = with_file("empty-ca", "not a certificate\n", quic_config);
     match result {
         Err(ClientError::Config(reason)) => assert!(reason.contains("no certificate"), "{reason}"),
         other => panic!("expected a config error, got {other:?}"),
