@@ -256,7 +256,10 @@ async fn multi_device_and_privacy() {
 async fn idle_conversations_passivate_and_come_back() {
     let node = TestNode::start_with(|c| c.limits.conversation_idle_ms = 100).await;
     let alice = node.client("alice").await;
-    let first = alice.send(dm("bob"), "before", Some("p-1".parse().unwrap())).await.unwrap();
+    let first = alice
+        .send(dm("bob"), "before", Some("p-1".parse().unwrap()))
+        .await
+        .unwrap();
     let active = |body: &str| {
         body.lines()
             .find(|l| l.starts_with("piazza_actors_active{kind=\"conversation\"}"))
@@ -267,11 +270,20 @@ async fn idle_conversations_passivate_and_come_back() {
     assert_eq!(active(&node.admin_get("/metrics").await.1), 1.0);
     let deadline = tokio::time::Instant::now() + WAIT;
     while active(&node.admin_get("/metrics").await.1) != 0.0 {
-        assert!(tokio::time::Instant::now() < deadline, "conversation never passivated");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "conversation never passivated"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let retry = alice.send(dm("bob"), "before", Some("p-1".parse().unwrap())).await.unwrap();
-    assert!(retry.duplicate && retry.seq == first.seq, "dedup window restored from storage");
+    let retry = alice
+        .send(dm("bob"), "before", Some("p-1".parse().unwrap()))
+        .await
+        .unwrap();
+    assert!(
+        retry.duplicate && retry.seq == first.seq,
+        "dedup window restored from storage"
+    );
     let next = alice.send(dm("bob"), "after", None).await.unwrap();
     assert_eq!(next.seq, Seq::new(2));
     node.stop().await;

@@ -34,7 +34,7 @@ pub enum ConfigError {
 }
 
 /// The whole node configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `[node]`
@@ -122,7 +122,7 @@ pub struct AuthSection {
 }
 
 /// `[tls]`: the server certificate.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM certificate chain. Empty: `<data_dir>/tls/server.pem`, generated with a dev CA.
@@ -214,27 +214,6 @@ impl Default for AuthSection {
             signing_key_file: None,
             public_key_file: None,
             token_ttl_secs: TOKEN_TTL_SECS_DEFAULT,
-        }
-    }
-}
-
-impl Default for TlsSection {
-    fn default() -> Self {
-        TlsSection {
-            cert_file: None,
-            key_file: None,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node: NodeSection::default(),
-            server: ServerSection::default(),
-            limits: LimitsSection::default(),
-            auth: AuthSection::default(),
-            tls: TlsSection::default(),
         }
     }
 }

@@ -173,10 +173,9 @@ async fn serve_session(
             },
             datagram = connection.read_datagram() => match datagram {
                 Ok(bytes) => {
-                    if bytes.len() <= DATAGRAM_BYTES_MAX as usize {
-                        if let Ok(datagram) = codec::decode::<Datagram>(&bytes, DATAGRAM_BYTES_MAX as usize) {
-                            let _ = session.send_message(SessionMsg::Datagram(datagram));
-                        }
+                    // Over-size or undecodable datagrams are dropped: they are unreliable anyway.
+                    if let Ok(datagram) = codec::decode::<Datagram>(&bytes, DATAGRAM_BYTES_MAX as usize) {
+                        let _ = session.send_message(SessionMsg::Datagram(datagram));
                     }
                 }
                 Err(_) => break,
