@@ -46,6 +46,9 @@ pub const SYNC_CURSORS_MAX: usize = 1000;
 /// Most messages in one `SyncBatch`; `more` tells the client to ask again.
 pub const SYNC_MESSAGES_MAX: u32 = 100;
 
+/// Most conversations in one `Heads` answer.
+pub const HEADS_MAX: usize = 1000;
+
 /// Upper bound on one encoded message: text plus ids plus fixed fields, with slack for the encoding.
 pub const MESSAGE_BYTES_MAX: u32 = (TEXT_BYTES_MAX
     + CLIENT_MSG_ID_BYTES_MAX
@@ -64,3 +67,5 @@ const _: () = assert!(
     (GROUP_CREATE_MEMBERS_MAX * (USER_NAME_BYTES_MAX + 8)) as u64 <= REQUEST_FRAME_BYTES_MAX as u64
 );
 const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= FRAME_BYTES_MAX);
+const _: () =
+    assert!((HEADS_MAX * (2 * USER_NAME_BYTES_MAX + 32)) as u64 + 1024 <= FRAME_BYTES_MAX as u64);

@@ -81,6 +81,13 @@ pub enum Request {
         /// Which group.
         group: GroupId,
     },
+    /// The newest seq of each of the caller's conversations, in conversation-id order, at most
+    /// [`HEADS_MAX`] per answer. A device that wants only new messages starts its cursors here
+    /// instead of reading the whole history. Answered with [`Response::Heads`].
+    Heads {
+        /// Only conversations after this one (the last of the previous page).
+        after: Option<ConversationId>,
+    },
 }
 
 impl Request {
@@ -101,7 +108,10 @@ impl Request {
                 check_len("cursors", cursors.len(), SYNC_CURSORS_MAX)?;
                 check_range("limit", *limit, SYNC_MESSAGES_MAX)?;
             }
-            Request::Receipt { .. } | Request::Receipts { .. } | Request::LeaveGroup { .. } => {}
+            Request::Receipt { .. }
+            | Request::Receipts { .. }
+            | Request::LeaveGroup { .. }
+            | Request::Heads { .. } => {}
             Request::CreateGroup { name, members } => {
                 if name.trim().is_empty() {
                     return Err(ErrorCode::invalid("name", "empty group name"));
@@ -124,6 +134,7 @@ impl Request {
             Request::Receipts { .. } => "receipts",
             Request::CreateGroup { .. } => "create_group",
             Request::LeaveGroup { .. } => "leave_group",
+            Request::Heads { .. } => "heads",
         }
     }
 }
@@ -195,6 +206,13 @@ pub enum Response {
     Done,
     /// The request failed.
     Error(ErrorCode),
+    /// Newest seqs of the caller's conversations.
+    Heads {
+        /// One cursor per conversation, at its newest seq, in conversation-id order.
+        heads: Vec<SyncCursor>,
+        /// Whether more conversations follow (ask again with `after` = the last one here).
+        more: bool,
+    },
 }
 
 /// Acknowledgement of a durable send.

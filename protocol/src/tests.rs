@@ -84,6 +84,10 @@ fn requests_round_trip() {
             members: vec![user("bob"), user("carol")],
         },
         Request::LeaveGroup { group },
+        Request::Heads {
+            after: Some(cid.clone()),
+        },
+        Request::Heads { after: None },
     ] {
         request.validate().unwrap();
         check_round_trip(request);
@@ -124,6 +128,13 @@ fn responses_events_datagrams_round_trip() {
             conversation: ConversationId::Group(GroupId::new(1).unwrap()),
         },
         Response::Done,
+        Response::Heads {
+            heads: vec![SyncCursor {
+                conversation: cid.clone(),
+                seq: Seq::new(9),
+            }],
+            more: true,
+        },
         Response::Error(ErrorCode::RateLimited {
             retry_after_ms: 250,
         }),

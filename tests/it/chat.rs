@@ -289,3 +289,33 @@ async fn idle_conversations_passivate_and_come_back() {
     node.stop().await;
     assert_no_warnings();
 }
+
+/// A device that starts "now" learns where every conversation stands from `Heads` (no bodies) and
+/// then receives only new messages.
+#[tokio::test]
+async fn starting_now_skips_history() {
+    let node = TestNode::start().await;
+    let alice = node.client("alice").await;
+    for peer in ["bob", "carol"] {
+        for i in 0..3 {
+            alice
+                .send(dm(peer), &format!("old {i}"), None)
+                .await
+                .unwrap();
+        }
+    }
+    let carol_group = alice.create_group("g", vec![user("bob")]).await.unwrap();
+    let bob = node.client("bob").await;
+    let cursors = bob.cursors();
+    assert_eq!(cursors.len(), 2, "dm with alice and the group: {cursors:?}");
+    alice.send(dm("bob"), "new", None).await.unwrap();
+    let m = next_message(&bob, WAIT).await;
+    assert_eq!((m.seq, text(&m)), (Seq::new(4), "new"));
+    let extra = collect_messages(&bob, 1, Duration::from_millis(300)).await;
+    assert!(
+        extra.is_empty(),
+        "history leaked into a 'now' start: {extra:?} (group {carol_group:?})"
+    );
+    node.stop().await;
+    assert_no_warnings();
+}

@@ -113,8 +113,8 @@ const MSG_ID_DEVICE_PREFIX_BYTES_MAX: usize = CLIENT_MSG_ID_BYTES_MAX - 2 - 16 -
 impl Client {
     /// Connects to the node, authenticates with `Hello`, and starts the background task.
     ///
-    /// With [`EventStart::Now`] (the default) it also runs one `Sync` pass over the user's stored
-    /// messages before returning, to learn where every conversation stands.
+    /// With [`EventStart::Now`] (the default) it also asks the node for the newest seq of each
+    /// of the user's conversations (`Heads`, no message bodies) to start its cursors there.
     ///
     /// The first connection is not retried: an unreachable node or a refused token is reported
     /// here, and the caller decides. Reconnecting applies to connections lost later.
@@ -473,22 +473,26 @@ async fn baseline(
     cursors: &mut Cursors,
     settings: &Settings,
 ) -> Result<(), ClientError> {
+    let mut after = None;
     for _ in 0..SYNC_ROUNDS_MAX {
-        let request = Request::Sync {
-            cursors: cursors.sync_cursors(),
-            limit: SYNC_MESSAGES_MAX,
+        let request = Request::Heads {
+            after: after.clone(),
         };
         match transport::round_trip(connection, &request, settings.request_timeout).await? {
-            Response::Sync(batch) => {
-                if !cursors.handle_sync_batch(batch).more {
-                    return Ok(());
+            Response::Heads { heads, more } => {
+                for head in &heads {
+                    cursors.advance_to(&head.conversation, head.seq);
+                }
+                match heads.last() {
+                    Some(last) if more => after = Some(last.conversation.clone()),
+                    _ => return Ok(()),
                 }
             }
             Response::Error(code) => return Err(ClientError::Server(code)),
-            other => return Err(transport::unexpected("sync", &other)),
+            other => return Err(transport::unexpected("heads", &other)),
         }
     }
-    warn!("initial sync stopped after {SYNC_ROUNDS_MAX} rounds; older messages may be delivered");
+    warn!("initial heads stopped after {SYNC_ROUNDS_MAX} rounds; older messages may be delivered");
     Ok(())
 }
 

@@ -324,6 +324,7 @@ pub(crate) fn unexpected(what: &str, response: &Response) -> ClientError {
         Response::GroupCreated { .. } => "GroupCreated",
         Response::Done => "Done",
         Response::Error(_) => "Error",
+        Response::Heads { .. } => "Heads",
     };
     ClientError::Protocol(format!("unexpected {kind} response to {what}"))
 }

@@ -348,6 +348,10 @@ impl SessionState {
                 ctx.send_to_conversation(&ConversationId::Group(group), message)
                     .await;
             }
+            Request::Heads { after } => {
+                // Index reads of committed data, bounded by HEADS_MAX: cheap enough inline.
+                let _ = reply.send(sync::heads(&ctx, &user, after.as_ref()));
+            }
             Request::Sync { cursors, limit } => {
                 // Sync reads many conversations; it runs beside the session so the session keeps
                 // serving the connection's other requests meanwhile.

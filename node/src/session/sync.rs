@@ -35,7 +35,7 @@ async fn sync_inner(
         .collect();
     let conversations = ctx
         .storage
-        .user_conversations(user, ctx.config.limits.user_conversations_max)
+        .user_conversations(user, None, ctx.config.limits.user_conversations_max)
         .map_err(|e| e.to_error_code())?;
     let mut messages = Vec::new();
     let mut budget = limit;
@@ -74,4 +74,27 @@ async fn sync_inner(
         messages.extend(page);
     }
     Ok(SyncBatch { messages, more })
+}
+
+/// Answers `Heads`: the newest seq of each of `user`'s conversations, one page.
+pub(crate) fn heads(
+    ctx: &NodeContext,
+    user: &UserId,
+    after: Option<&piazza_protocol::ConversationId>,
+) -> Response {
+    let result = (|| {
+        let limit = piazza_protocol::limits::HEADS_MAX;
+        let mut conversations = ctx.storage.user_conversations(user, after, limit + 1)?;
+        let more = conversations.len() > limit;
+        conversations.truncate(limit);
+        let heads = conversations
+            .into_iter()
+            .map(|conversation| {
+                let seq = ctx.storage.last_seq(&conversation)?;
+                Ok(SyncCursor { conversation, seq })
+            })
+            .collect::<Result<Vec<_>, crate::storage::StorageError>>()?;
+        Ok::<_, crate::storage::StorageError>(Response::Heads { heads, more })
+    })();
+    result.unwrap_or_else(|e| Response::Error(e.to_error_code()))
 }

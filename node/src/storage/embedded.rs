@@ -247,20 +247,25 @@ impl Storage for EmbeddedStorage {
     fn user_conversations(
         &self,
         user: &UserId,
+        after: Option<&ConversationId>,
         max: usize,
     ) -> Result<Vec<ConversationId>, StorageError> {
         let txn = self.db()?.begin_read().map_err(engine)?;
         let table = txn.open_table(USER_CONVERSATIONS).map_err(engine)?;
+        let after_key = after.map(ConversationId::to_string);
+        let start = after_key.as_deref().unwrap_or("");
         let mut conversations = Vec::new();
-        for item in table
-            .range((user.as_str(), "")..)
-            .map_err(engine)?
-            .take(max)
-        {
+        for item in table.range((user.as_str(), start)..).map_err(engine)? {
+            if conversations.len() == max {
+                break;
+            }
             let (k, _) = item.map_err(engine)?;
             let (owner, conv) = k.value();
             if owner != user.as_str() {
                 break;
+            }
+            if after_key.as_deref() == Some(conv) {
+                continue;
             }
             conversations.push(conv.parse::<ConversationId>().map_err(|e| {
                 StorageError::Corrupt {

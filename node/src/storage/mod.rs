@@ -190,10 +190,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
         limit: usize,
     ) -> Result<(Vec<Message>, bool), StorageError>;
 
-    /// Up to `max` conversations `user` takes part in.
+    /// Up to `max` conversations `user` takes part in, in id order, starting after `after`.
     fn user_conversations(
         &self,
         user: &UserId,
+        after: Option<&ConversationId>,
         max: usize,
     ) -> Result<Vec<ConversationId>, StorageError>;
 

@@ -84,12 +84,14 @@ fn messages_survive_reopen_and_page() {
     assert!(more);
     assert_eq!(page[0], message(&conv, 1));
     assert_eq!(
-        storage.user_conversations(&user("alice"), 10).unwrap(),
+        storage
+            .user_conversations(&user("alice"), None, 10)
+            .unwrap(),
         vec![conv.clone()]
     );
     assert!(
         storage
-            .user_conversations(&user("bob"), 10)
+            .user_conversations(&user("bob"), None, 10)
             .unwrap()
             .is_empty()
     );
@@ -137,6 +139,36 @@ fn groups_members_receipts() {
     .unwrap();
     assert_eq!(storage.group(id).unwrap(), Some(record));
     assert_eq!(storage.group(GroupId::new(8).unwrap()).unwrap(), None);
+    // Paging through a user's conversations.
+    let more = ConversationId::Group(GroupId::new(8).unwrap());
+    commit(
+        &storage,
+        vec![Write::IndexConversation {
+            user: user("alice"),
+            conversation: more.clone(),
+        }],
+    )
+    .unwrap();
+    let all = storage
+        .user_conversations(&user("alice"), None, 10)
+        .unwrap();
+    assert_eq!(all, vec![conv.clone(), more.clone()]);
+    assert_eq!(
+        storage.user_conversations(&user("alice"), None, 1).unwrap(),
+        vec![conv.clone()]
+    );
+    assert_eq!(
+        storage
+            .user_conversations(&user("alice"), Some(&conv), 10)
+            .unwrap(),
+        vec![more.clone()]
+    );
+    assert!(
+        storage
+            .user_conversations(&user("alice"), Some(&more), 10)
+            .unwrap()
+            .is_empty()
+    );
     let members = storage.members(&conv, 100).unwrap();
     assert_eq!(
         members,
@@ -144,7 +176,7 @@ fn groups_members_receipts() {
     );
     assert_eq!(storage.members(&conv, 1).unwrap().len(), 1, "bounded");
     assert_eq!(
-        storage.user_conversations(&user("bob"), 10).unwrap(),
+        storage.user_conversations(&user("bob"), None, 10).unwrap(),
         vec![conv.clone()]
     );
     let receipts = storage.receipts(&conv).unwrap();
@@ -168,7 +200,7 @@ fn groups_members_receipts() {
     assert_eq!(storage.members(&conv, 100).unwrap().len(), 1);
     assert!(
         storage
-            .user_conversations(&user("bob"), 10)
+            .user_conversations(&user("bob"), None, 10)
             .unwrap()
             .is_empty()
     );
