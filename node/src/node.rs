@@ -36,6 +36,8 @@ pub(crate) struct NodeContext {
     pub(crate) supervisor: ActorCell,
     pub(crate) placement: Placement,
     next_session: AtomicU64,
+    /// Live conversation actors, bounded by `limits.conversations_active_max`.
+    pub(crate) conversations_active: std::sync::atomic::AtomicUsize,
     /// False while starting and once shutdown begins.
     pub(crate) ready: AtomicBool,
 }
@@ -133,6 +135,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         relay,
         supervisor: supervisor.get_cell(),
         next_session: AtomicU64::new(1),
+        conversations_active: std::sync::atomic::AtomicUsize::new(0),
         ready: AtomicBool::new(false),
         config,
     });

@@ -170,3 +170,80 @@ async fn rate_limit_triggers_per_connection() {
     node.stop().await;
     assert_no_warnings();
 }
+
+/// Every kind of request counts against the connection's request rate, not only sends.
+#[tokio::test]
+async fn request_rate_covers_reads() {
+    let node = TestNode::start_with(|c| {
+        c.limits.request_rate_per_s = 2;
+        c.limits.request_burst = 4;
+    })
+    .await;
+    let reader = node
+        .client_with("reader", "d", piazza_client::EventStart::Off)
+        .await;
+    let peer = ConversationRef::Direct {
+        peer: user("someone"),
+    };
+    let mut limited = false;
+    for _ in 0..10 {
+        if let Err(e) = reader.history(peer.clone(), None, 10).await {
+            assert!(
+                matches!(e.server_code(), Some(ErrorCode::RateLimited { .. })),
+                "{e}"
+            );
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "reads were never rate limited");
+    node.stop().await;
+    assert_no_warnings();
+}
+
+/// Activating conversations beyond `conversations_active_max` is refused with `Unavailable` and
+/// works again once idle ones passivate.
+#[tokio::test]
+async fn active_conversations_are_bounded() {
+    let node = TestNode::start_with(|c| {
+        c.limits.conversations_active_max = 2;
+        c.limits.conversation_idle_ms = 200;
+    })
+    .await;
+    let alice = node
+        .client_with("alice", "d", piazza_client::EventStart::Off)
+        .await;
+    for peer in ["b1", "b2"] {
+        alice
+            .send(ConversationRef::Direct { peer: user(peer) }, "hi", None)
+            .await
+            .unwrap();
+    }
+    let refused = alice
+        .send(ConversationRef::Direct { peer: user("b3") }, "hi", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused.server_code(), Some(ErrorCode::Unavailable { .. })),
+        "{refused}"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match alice
+            .send(ConversationRef::Direct { peer: user("b3") }, "hi", None)
+            .await
+        {
+            Ok(ack) => {
+                assert_eq!(ack.seq.get(), 1);
+                break;
+            }
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "never admitted: {e}"
+            ),
+        }
+    }
+    node.stop().await;
+    assert_no_warnings();
+}

@@ -66,6 +66,15 @@ impl NodeContext {
         if let Some(actor) = ActorRef::<ConversationMsg>::where_is(name.clone()) {
             return Ok(actor);
         }
+        let active = self
+            .conversations_active
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if active >= self.config.limits.conversations_active_max {
+            metrics::counter!("piazza_actor_activations_refused_total").increment(1);
+            return Err(ErrorCode::unavailable(
+                "too many active conversations on this node, retry",
+            ));
+        }
         let args = ConversationArgs {
             id: id.clone(),
             ctx: self.clone(),

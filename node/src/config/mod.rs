@@ -91,6 +91,13 @@ pub struct LimitsSection {
     pub send_rate_per_s: u32,
     /// Burst of sends per connection (token bucket capacity).
     pub send_burst: u32,
+    /// Sustained requests of any kind per second per connection (sends also count here).
+    pub request_rate_per_s: u32,
+    /// Burst of requests per connection.
+    pub request_burst: u32,
+    /// Most conversation actors alive on this node; activating one more is refused with
+    /// `Unavailable` (idle ones passivate, so this bounds memory, not users).
+    pub conversations_active_max: usize,
     /// Events queued for one connection before it is told to resync instead of being waited for.
     pub session_outbound_queue_max: usize,
     /// Write batches queued for the storage writer; beyond this sends get `Unavailable`.
@@ -136,6 +143,14 @@ pub struct TlsSection {
 pub const SEND_RATE_PER_S_DEFAULT: u32 = 1000;
 /// Default burst: two seconds' worth.
 pub const SEND_BURST_DEFAULT: u32 = 2000;
+/// Default request rate per connection: reads and receipts are cheaper than sends, so twice the
+/// send rate.
+pub const REQUEST_RATE_PER_S_DEFAULT: u32 = 2000;
+/// Two seconds' worth.
+pub const REQUEST_BURST_DEFAULT: u32 = 4000;
+/// A conversation actor with a full dedup window is tens of KiB; a million fits in tens of GiB only
+/// if idle ones did not passivate, so this is a safety net far above normal use.
+pub const CONVERSATIONS_ACTIVE_MAX_DEFAULT: usize = 1_000_000;
 /// One second of a busy group's traffic; beyond that the client catches up with `Sync`.
 pub const SESSION_OUTBOUND_QUEUE_MAX_DEFAULT: usize = 1024;
 /// About a second of appends at the target rate; bounds memory held for unwritten messages.
@@ -166,6 +181,7 @@ pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const TOKEN_TTL_SECS_DEFAULT: u64 = 24 * 3600;
 
 const _: () = assert!(SEND_BURST_DEFAULT >= SEND_RATE_PER_S_DEFAULT);
+const _: () = assert!(REQUEST_RATE_PER_S_DEFAULT >= SEND_RATE_PER_S_DEFAULT);
 const _: () = assert!(COMMIT_BATCH_RECORDS_MAX_DEFAULT <= STORAGE_QUEUE_MAX_DEFAULT);
 
 impl Default for NodeSection {
@@ -197,6 +213,9 @@ impl Default for LimitsSection {
         LimitsSection {
             send_rate_per_s: SEND_RATE_PER_S_DEFAULT,
             send_burst: SEND_BURST_DEFAULT,
+            request_rate_per_s: REQUEST_RATE_PER_S_DEFAULT,
+            request_burst: REQUEST_BURST_DEFAULT,
+            conversations_active_max: CONVERSATIONS_ACTIVE_MAX_DEFAULT,
             session_outbound_queue_max: SESSION_OUTBOUND_QUEUE_MAX_DEFAULT,
             storage_queue_max: STORAGE_QUEUE_MAX_DEFAULT,
             commit_batch_records_max: COMMIT_BATCH_RECORDS_MAX_DEFAULT,
@@ -298,6 +317,12 @@ impl Config {
         let nonzero = [
             ("limits.send_rate_per_s", u64::from(l.send_rate_per_s)),
             ("limits.send_burst", u64::from(l.send_burst)),
+            ("limits.request_rate_per_s", u64::from(l.request_rate_per_s)),
+            ("limits.request_burst", u64::from(l.request_burst)),
+            (
+                "limits.conversations_active_max",
+                l.conversations_active_max as u64,
+            ),
             (
                 "limits.session_outbound_queue_max",
                 l.session_outbound_queue_max as u64,

@@ -75,7 +75,10 @@ pub(crate) struct SessionState {
     id: SessionId,
     user: UserId,
     device: DeviceId,
+    /// Sends per second.
     limiter: RateLimiter,
+    /// Requests of any kind per second.
+    request_limiter: RateLimiter,
 }
 
 /// Checks `Hello`'s version and token; returns the authenticated user.
@@ -159,6 +162,11 @@ impl Actor for SessionActor {
         })?;
         let limits = &ctx.config.limits;
         let limiter = RateLimiter::new(limits.send_rate_per_s, limits.send_burst, Instant::now());
+        let request_limiter = RateLimiter::new(
+            limits.request_rate_per_s,
+            limits.request_burst,
+            Instant::now(),
+        );
         metrics::gauge!("piazza_sessions_active").increment(1.0);
         tracing::debug!(session = id, %user, %device, "session opened");
         Ok(SessionState {
@@ -167,6 +175,7 @@ impl Actor for SessionActor {
             user,
             device,
             limiter,
+            request_limiter,
         })
     }
 
@@ -210,6 +219,20 @@ impl Actor for SessionActor {
 
 impl SessionState {
     async fn handle_request(&mut self, request: Request, reply: RpcReplyPort<Response>) {
+        let now = Instant::now();
+        let admitted = self
+            .request_limiter
+            .try_acquire(now)
+            .and_then(|()| match request {
+                Request::Send { .. } => self.limiter.try_acquire(now),
+                _ => Ok(()),
+            });
+        if let Err(wait) = admitted {
+            metrics::counter!("piazza_rate_limited_total").increment(1);
+            let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            let _ = reply.send(Response::Error(ErrorCode::RateLimited { retry_after_ms }));
+            return;
+        }
         let ctx = self.ctx.clone();
         let user = self.user.clone();
         let resolve = |conversation: &ConversationRef| {
@@ -227,29 +250,21 @@ impl SessionState {
                 conversation,
                 client_msg_id,
                 text,
-            } => {
-                if let Err(wait) = self.limiter.try_acquire(Instant::now()) {
-                    metrics::counter!("piazza_rate_limited_total").increment(1);
-                    let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-                    let _ = reply.send(Response::Error(ErrorCode::RateLimited { retry_after_ms }));
-                    return;
+            } => match resolve(&conversation) {
+                Err(code) => {
+                    let _ = reply.send(Response::Error(code));
                 }
-                match resolve(&conversation) {
-                    Err(code) => {
-                        let _ = reply.send(Response::Error(code));
-                    }
-                    Ok(id) => {
-                        let message = ConversationMsg::Send {
-                            sender: user.clone(),
-                            client_msg_id,
-                            text,
-                            received: Instant::now(),
-                            reply,
-                        };
-                        ctx.send_to_conversation(&id, message).await;
-                    }
+                Ok(id) => {
+                    let message = ConversationMsg::Send {
+                        sender: user.clone(),
+                        client_msg_id,
+                        text,
+                        received: Instant::now(),
+                        reply,
+                    };
+                    ctx.send_to_conversation(&id, message).await;
                 }
-            }
+            },
             Request::History {
                 conversation,
                 before,

@@ -176,6 +176,7 @@ impl Actor for ConversationActor {
                 }
             }
         });
+        ctx.conversations_active.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("piazza_actors_active", "kind" => "conversation").increment(1.0);
         metrics::counter!("piazza_actor_activations_total", "kind" => "conversation").increment(1);
         Ok(ConversationState {
@@ -193,6 +194,10 @@ impl Actor for ConversationActor {
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
+        state
+            .ctx
+            .conversations_active
+            .fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("piazza_actors_active", "kind" => "conversation").decrement(1.0);
         Ok(())
     }
