@@ -53,6 +53,7 @@ impl LatencyHist {
     }
 
     /// Number of values recorded.
+    #[cfg(test)]
     pub(crate) fn count(&self) -> u64 {
         self.inner.len()
     }

@@ -94,11 +94,6 @@ impl RecvLog {
             Arrival::New
         }
     }
-
-    /// How many distinct messages arrived.
-    pub(crate) fn delivered(&self) -> u64 {
-        self.delivered
-    }
 }
 
 /// The outcome of one direction, or of many added up.

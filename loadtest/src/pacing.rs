@@ -61,7 +61,11 @@ mod tests {
         }
         times.sort_unstable();
         times.dedup();
-        assert_eq!(times.len(), 700, "two messages were scheduled at the same instant");
+        assert_eq!(
+            times.len(),
+            700,
+            "two messages were scheduled at the same instant"
+        );
         // Consecutive slots are 1/rate apart (333,333 or 333,334 ns with integer rounding).
         for pair in times.windows(2) {
             let gap = pair[1] - pair[0];
@@ -76,7 +80,11 @@ mod tests {
             let sum: u64 = (0..senders)
                 .map(|s| messages_for(s, senders, rate, total_ns))
                 .sum();
-            assert_eq!(sum, rate * secs, "senders {senders} rate {rate} secs {secs}");
+            assert_eq!(
+                sum,
+                rate * secs,
+                "senders {senders} rate {rate} secs {secs}"
+            );
         }
     }
 

@@ -18,6 +18,8 @@ pub(crate) mod cluster;
 pub mod config;
 pub mod node;
 pub(crate) mod session;
+#[cfg(test)]
+mod sim;
 pub mod storage;
 pub mod telemetry;
 pub mod transport;

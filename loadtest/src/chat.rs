@@ -1,0 +1,693 @@
+//! The `chat` scenario: `clients` users in pairs, each user on its own connection; in every pair
+//! A writes to B and B to A in their direct conversation.
+//!
+//! Every user has a sender task and a receiver task sharing its [`Client`]. A message's text is
+//! `"<number> <intended_ns> xxxx…"`: its number in the sender's stream (0, 1, 2, …) and the
+//! instant it was due, in nanoseconds after the shared start instant `t0`, padded to
+//! `--message-bytes`. The receiver computes the latency as its receive instant minus that, and
+//! feeds the number and the conversation seq to its [`RecvLog`].
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use piazza_client::{
+    Client, ClientConfig, ClientError, ClientEvent, ConversationId, ConversationRef, EventStart,
+    Message, MessageBody, SendAck, UserId,
+};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use crate::hist::LatencyHist;
+use crate::ledger::{Arrival, RecvLog, SendLog, Tally, reconcile};
+use crate::node::{Target, cpu_seconds};
+use crate::pacing;
+
+/// Longest wait after the send phase for acknowledged messages still on their way.
+pub(crate) const DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// Most sends of one sender in flight at once in the open loop. Past it the sender waits for one
+/// to finish before starting the next, which shows as latency (measured from the intended time).
+const IN_FLIGHT_MAX: usize = 4096;
+
+/// How late a paced sender may still start a message after the send phase ended. Beyond it the
+/// rest of its schedule is abandoned and reported as `unsent`, so a stalled node cannot keep the
+/// generator running indefinitely.
+const LATE_SEND_GRACE: Duration = Duration::from_secs(10);
+
+/// Upper bound on the messages of one sender in the closed loop (`--max`): a safety net, far above
+/// what a connection can do in a bounded run.
+const CLOSED_LOOP_MAX_PER_SENDER: u64 = 50_000_000;
+
+/// Clients connected at once while setting up.
+const CONNECT_CONCURRENCY: usize = 16;
+
+/// Lead time between the end of set-up and the first due message, so every task is waiting.
+const START_LEAD: Duration = Duration::from_millis(200);
+
+/// Extra time a receiver waits beyond the drain before it stops on its own (it is normally told
+/// to stop earlier).
+const RECEIVER_GRACE: Duration = Duration::from_secs(30);
+
+/// What the scenario is asked to do.
+#[derive(Clone, Debug)]
+pub(crate) struct ChatParams {
+    /// Number of users (= connections), even.
+    pub(crate) clients: usize,
+    /// Total messages per second across all senders; `None`: closed loop.
+    pub(crate) rate: Option<u64>,
+    /// Warmup before the measured window.
+    pub(crate) warmup: Duration,
+    /// The measured window.
+    pub(crate) duration: Duration,
+    /// Size of each message's text in bytes (at least the header).
+    pub(crate) message_bytes: usize,
+    /// The node's pid, for CPU sampling over the measured window.
+    pub(crate) node_pid: Option<u32>,
+    /// Clock ticks per second for `/proc` CPU times.
+    pub(crate) ticks_per_s: u64,
+    /// A short tag that makes the user names of this run unique on a long-lived node.
+    pub(crate) run_tag: String,
+}
+
+/// What the scenario measured.
+#[derive(Debug)]
+pub(crate) struct ChatOutcome {
+    /// Send attempts (successful or not).
+    pub(crate) attempts: u64,
+    /// Messages of the schedule never started because the sender fell more than
+    /// [`LATE_SEND_GRACE`] behind.
+    pub(crate) unsent: u64,
+    /// The correctness tally over all directions.
+    pub(crate) tally: Tally,
+    /// Failed sends by error label.
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// Intended send → delivered, measured messages only.
+    pub(crate) latency: LatencyHist,
+    /// Intended send → durable ack, measured messages only.
+    pub(crate) ack_latency: LatencyHist,
+    /// Intended send → the send actually started (the generator's own lateness).
+    pub(crate) send_lag: LatencyHist,
+    /// Distinct deliveries whose receive instant fell in the measured window.
+    pub(crate) delivered_in_window: u64,
+    /// Acks of messages due in the measured window.
+    pub(crate) acked_in_window: u64,
+    /// How long the drain after the send phase took.
+    pub(crate) drain: Duration,
+    /// Messages from someone other than the peer, or not in the load test's format.
+    pub(crate) foreign: u64,
+    /// `Reconnected` events seen by the receivers.
+    pub(crate) reconnects: u64,
+    /// Node CPU seconds within the measured window (spawned node only).
+    pub(crate) node_cpu_window_s: Option<f64>,
+    /// This process's CPU seconds within the measured window.
+    pub(crate) generator_cpu_window_s: Option<f64>,
+}
+
+/// Counters shared by all tasks, for the progress line and the drain.
+#[derive(Debug, Default)]
+struct Live {
+    attempts: AtomicU64,
+    acked: AtomicU64,
+    errors: AtomicU64,
+    delivered: AtomicU64,
+}
+
+/// Nanoseconds from `t0` to now (0 before `t0`).
+fn since(t0: Instant) -> u64 {
+    u64::try_from(Instant::now().saturating_duration_since(t0).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The text of message `number`, due at `intended_ns`, padded with `x` to `bytes` bytes.
+pub(crate) fn message_text(number: u64, intended_ns: u64, bytes: usize) -> String {
+    let mut text = format!("{number} {intended_ns} ");
+    if text.len() < bytes {
+        text.extend(std::iter::repeat_n('x', bytes - text.len()));
+    }
+    text
+}
+
+/// The number and intended instant from a message text made by [`message_text`].
+pub(crate) fn parse_text(text: &str) -> Option<(u64, u64)> {
+    let mut parts = text.split(' ');
+    let number = parts.next()?.parse().ok()?;
+    let intended_ns = parts.next()?.parse().ok()?;
+    Some((number, intended_ns))
+}
+
+/// The label a failed send is counted under: the node's error code label, or the SDK's reason.
+fn error_label(error: &ClientError) -> String {
+    match error {
+        ClientError::Server(code) => code.label().to_owned(),
+        ClientError::Invalid(code) => format!("invalid_request:{}", code.label()),
+        ClientError::Timeout { .. } => "client_timeout".to_owned(),
+        ClientError::ConnectionLost(_) => "connection_lost".to_owned(),
+        ClientError::Connect { .. } => "connect".to_owned(),
+        ClientError::Closed => "client_closed".to_owned(),
+        ClientError::Protocol(_) => "protocol".to_owned(),
+        ClientError::Config(_) => "config".to_owned(),
+    }
+}
+
+/// One connected user.
+struct Member {
+    client: Arc<Client>,
+    me: UserId,
+    peer: UserId,
+}
+
+async fn connect_all(params: &ChatParams, target: &Target) -> Result<Vec<Member>> {
+    let users: Vec<UserId> = (0..params.clients)
+        .map(|i| {
+            format!("lt{}-{i}", params.run_tag)
+                .parse::<UserId>()
+                .map_err(|e| anyhow!("user name: {e}"))
+        })
+        .collect::<Result<_>>()?;
+    let mut slots: Vec<Option<Client>> = (0..params.clients).map(|_| None).collect();
+    let mut pending = JoinSet::new();
+    let mut next = 0;
+    // Bounded: each iteration either starts one of `clients` connects or finishes one.
+    while next < users.len() || !pending.is_empty() {
+        while next < users.len() && pending.len() < CONNECT_CONCURRENCY {
+            let mut config = ClientConfig::new(
+                target.server.clone(),
+                target.ca_file.clone(),
+                target.token(&users[next])?,
+                "loadtest".parse().map_err(|e| anyhow!("device id: {e}"))?,
+            );
+            config.events = EventStart::Now;
+            let index = next;
+            pending.spawn(async move { (index, Client::connect(config).await) });
+            next += 1;
+        }
+        let Some(joined) = pending.join_next().await else {
+            break;
+        };
+        let (index, result) = joined.context("connect task")?;
+        let client = result.with_context(|| format!("connect user {}", users[index]))?;
+        slots[index] = Some(client);
+    }
+    let mut members = Vec::with_capacity(params.clients);
+    for (index, slot) in slots.into_iter().enumerate() {
+        let client = slot.ok_or_else(|| anyhow!("user {index} did not connect"))?;
+        // Pairs are (0, 1), (2, 3), …
+        let peer = users[index ^ 1].clone();
+        members.push(Member {
+            client: Arc::new(client),
+            me: users[index].clone(),
+            peer,
+        });
+    }
+    Ok(members)
+}
+
+/// Runs the scenario against `target` and returns the measurements.
+pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutcome> {
+    if params.clients < 2 || params.clients & 1 == 1 {
+        bail!("the chat scenario needs an even number of clients (at least 2)");
+    }
+    let members = connect_all(params, target).await?;
+    let senders = members.len() as u64;
+    let warmup_ns = u64::try_from(params.warmup.as_nanos()).unwrap_or(u64::MAX);
+    let total = params.warmup + params.duration;
+    let total_ns = u64::try_from(total.as_nanos()).unwrap_or(u64::MAX);
+    let live = Arc::new(Live::default());
+    let t0 = Instant::now() + START_LEAD;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut receivers = JoinSet::new();
+    let mut sender_tasks = JoinSet::new();
+    for (index, member) in members.iter().enumerate() {
+        let conversation = ConversationId::direct(member.me.clone(), member.peer.clone())
+            .map_err(|e| anyhow!("conversation id: {e}"))?;
+        // Message numbers the peer can use: its schedule (open loop) or the safety cap.
+        let peer_index = (index ^ 1) as u64;
+        let peer_plan = match params.rate {
+            Some(rate) => pacing::messages_for(peer_index, senders, rate, total_ns),
+            None => CLOSED_LOOP_MAX_PER_SENDER,
+        };
+        receivers.spawn(receive(ReceiverParts {
+            client: Arc::clone(&member.client),
+            me: member.me.clone(),
+            peer: member.peer.clone(),
+            conversation,
+            peer_plan,
+            t0,
+            warmup_ns,
+            total_ns,
+            deadline: t0 + total + LATE_SEND_GRACE + DRAIN_MAX + RECEIVER_GRACE,
+            live: Arc::clone(&live),
+            stop: stop_rx.clone(),
+        }));
+        sender_tasks.spawn(send(SenderParts {
+            client: Arc::clone(&member.client),
+            peer: member.peer.clone(),
+            index: index as u64,
+            senders,
+            rate: params.rate,
+            message_bytes: params.message_bytes,
+            t0,
+            warmup_ns,
+            total_ns,
+            live: Arc::clone(&live),
+        }));
+    }
+
+    let progress = if std::io::stderr().is_terminal() {
+        Some(tokio::spawn(progress(
+            Arc::clone(&live),
+            t0,
+            total + LATE_SEND_GRACE + DRAIN_MAX,
+            stop_rx.clone(),
+        )))
+    } else {
+        None
+    };
+    let cpu_window = tokio::spawn(cpu_window(
+        params.node_pid,
+        params.ticks_per_s,
+        t0 + params.warmup,
+        t0 + total,
+    ));
+
+    // The send phase: every sender stops by itself (end of schedule or of the window, plus the
+    // SDK's request deadline for sends in flight).
+    let mut attempts = 0;
+    let mut unsent = 0;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ack_latency = LatencyHist::new()?;
+    let mut send_lag = LatencyHist::new()?;
+    let mut acked_in_window = 0;
+    let mut send_logs: Vec<(u64, SendLog)> = Vec::with_capacity(members.len());
+    while let Some(joined) = sender_tasks.join_next().await {
+        let outcome = joined.context("sender task")??;
+        attempts += outcome.attempts;
+        unsent += outcome.unsent;
+        for (label, count) in outcome.errors {
+            *errors.entry(label).or_default() += count;
+        }
+        ack_latency.merge(&outcome.ack_latency)?;
+        send_lag.merge(&outcome.send_lag)?;
+        acked_in_window += outcome.acked_in_window;
+        send_logs.push((outcome.index, outcome.log));
+    }
+
+    // The drain: wait (briefly) until everything acknowledged has arrived.
+    let drain_start = Instant::now();
+    let drain_end = drain_start + DRAIN_MAX;
+    while Instant::now() < drain_end {
+        if live.delivered.load(Ordering::Relaxed) >= live.acked.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drain = drain_start.elapsed();
+    let _ = stop_tx.send(true);
+
+    let mut latency = LatencyHist::new()?;
+    let mut delivered_in_window = 0;
+    let mut foreign = 0;
+    let mut reconnects = 0;
+    let mut recv_logs: Vec<(u64, RecvLog)> = Vec::with_capacity(members.len());
+    while let Some(joined) = receivers.join_next().await {
+        let outcome = joined.context("receiver task")??;
+        latency.merge(&outcome.latency)?;
+        delivered_in_window += outcome.delivered_in_window;
+        foreign += outcome.foreign;
+        reconnects += outcome.reconnects;
+        recv_logs.push((outcome.sender_index, outcome.log));
+    }
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
+    let (node_cpu_window_s, generator_cpu_window_s) =
+        cpu_window.await.context("CPU sampling task")?;
+
+    // Every direction: sender i's log against the log of the receiver that hears sender i.
+    send_logs.sort_by_key(|(index, _)| *index);
+    recv_logs.sort_by_key(|(index, _)| *index);
+    let mut tally = Tally::default();
+    for ((send_index, sent), (recv_index, received)) in send_logs.iter().zip(&recv_logs) {
+        if send_index != recv_index {
+            bail!("internal: sender {send_index} matched with receiver of {recv_index}");
+        }
+        tally.add(&reconcile(sent, received));
+    }
+
+    // Close every connection (each waits briefly for the node to hear about it), all at once.
+    let mut closing = JoinSet::new();
+    for member in members {
+        if let Ok(client) = Arc::try_unwrap(member.client) {
+            closing.spawn(client.close());
+        }
+    }
+    while closing.join_next().await.is_some() {}
+
+    Ok(ChatOutcome {
+        attempts,
+        unsent,
+        tally,
+        errors,
+        latency,
+        ack_latency,
+        send_lag,
+        delivered_in_window,
+        acked_in_window,
+        drain,
+        foreign,
+        reconnects,
+        node_cpu_window_s,
+        generator_cpu_window_s,
+    })
+}
+
+/// CPU seconds of the node and of this process between `from` and `to`.
+async fn cpu_window(
+    node_pid: Option<u32>,
+    ticks_per_s: u64,
+    from: Instant,
+    to: Instant,
+) -> (Option<f64>, Option<f64>) {
+    sleep_until(from).await;
+    let node_a = node_pid.and_then(|pid| cpu_seconds(Some(pid), ticks_per_s));
+    let own_a = cpu_seconds(None, ticks_per_s);
+    sleep_until(to).await;
+    let node_b = node_pid.and_then(|pid| cpu_seconds(Some(pid), ticks_per_s));
+    let own_b = cpu_seconds(None, ticks_per_s);
+    let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    (delta(node_a, node_b), delta(own_a, own_b))
+}
+
+struct SenderParts {
+    client: Arc<Client>,
+    peer: UserId,
+    index: u64,
+    senders: u64,
+    rate: Option<u64>,
+    message_bytes: usize,
+    t0: Instant,
+    warmup_ns: u64,
+    total_ns: u64,
+    live: Arc<Live>,
+}
+
+struct SenderOutcome {
+    index: u64,
+    attempts: u64,
+    unsent: u64,
+    errors: BTreeMap<String, u64>,
+    ack_latency: LatencyHist,
+    send_lag: LatencyHist,
+    acked_in_window: u64,
+    log: SendLog,
+}
+
+/// One finished send: its number, when it was due, when it left, when it was answered, how.
+struct Done {
+    number: u64,
+    intended_ns: u64,
+    answered_ns: u64,
+    result: Result<SendAck, ClientError>,
+}
+
+impl SenderOutcome {
+    fn record(&mut self, done: Done, parts: &SenderParts) {
+        match done.result {
+            Ok(ack) => {
+                self.log.record_ack(done.number, ack.seq.get());
+                parts.live.acked.fetch_add(1, Ordering::Relaxed);
+                if done.intended_ns >= parts.warmup_ns {
+                    self.ack_latency
+                        .record_ns(done.answered_ns.saturating_sub(done.intended_ns));
+                    if done.intended_ns < parts.total_ns {
+                        self.acked_in_window += 1;
+                    }
+                }
+            }
+            Err(error) => {
+                parts.live.errors.fetch_add(1, Ordering::Relaxed);
+                *self.errors.entry(error_label(&error)).or_default() += 1;
+            }
+        }
+    }
+}
+
+async fn send_one(
+    client: Arc<Client>,
+    to: ConversationRef,
+    text: String,
+    number: u64,
+    intended_ns: u64,
+    t0: Instant,
+) -> Done {
+    let result = client.send(to, text, None).await;
+    Done {
+        number,
+        intended_ns,
+        answered_ns: since(t0),
+        result,
+    }
+}
+
+async fn send(parts: SenderParts) -> Result<SenderOutcome> {
+    let mut outcome = SenderOutcome {
+        index: parts.index,
+        attempts: 0,
+        unsent: 0,
+        errors: BTreeMap::new(),
+        ack_latency: LatencyHist::new()?,
+        send_lag: LatencyHist::new()?,
+        acked_in_window: 0,
+        log: SendLog::new(),
+    };
+    let to = ConversationRef::Direct {
+        peer: parts.peer.clone(),
+    };
+    match parts.rate {
+        Some(rate) => {
+            let count = pacing::messages_for(parts.index, parts.senders, rate, parts.total_ns);
+            let late_limit_ns = parts
+                .total_ns
+                .saturating_add(u64::try_from(LATE_SEND_GRACE.as_nanos()).unwrap_or(u64::MAX));
+            let mut in_flight: JoinSet<Done> = JoinSet::new();
+            for number in 0..count {
+                let intended_ns = pacing::intended_ns(parts.index, number, parts.senders, rate);
+                let due = parts.t0 + Duration::from_nanos(intended_ns);
+                // Wait for the due instant, collecting finished sends meanwhile. Each turn either
+                // ends the wait or collects one of the (at most IN_FLIGHT_MAX) sends.
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = sleep_until(due) => break,
+                        Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                            outcome.record(joined.context("send task")?, &parts);
+                        }
+                    }
+                }
+                while in_flight.len() >= IN_FLIGHT_MAX {
+                    if let Some(joined) = in_flight.join_next().await {
+                        outcome.record(joined.context("send task")?, &parts);
+                    }
+                }
+                let now_ns = since(parts.t0);
+                if now_ns > late_limit_ns {
+                    outcome.unsent += count - number;
+                    break;
+                }
+                if intended_ns >= parts.warmup_ns {
+                    outcome
+                        .send_lag
+                        .record_ns(now_ns.saturating_sub(intended_ns));
+                }
+                outcome.attempts += 1;
+                parts.live.attempts.fetch_add(1, Ordering::Relaxed);
+                in_flight.spawn(send_one(
+                    Arc::clone(&parts.client),
+                    to.clone(),
+                    message_text(number, intended_ns, parts.message_bytes),
+                    number,
+                    intended_ns,
+                    parts.t0,
+                ));
+            }
+            // Sends in flight end by themselves: each has the SDK's request deadline.
+            while let Some(joined) = in_flight.join_next().await {
+                outcome.record(joined.context("send task")?, &parts);
+            }
+        }
+        None => {
+            sleep_until(parts.t0).await;
+            for number in 0..CLOSED_LOOP_MAX_PER_SENDER {
+                let intended_ns = since(parts.t0);
+                if intended_ns >= parts.total_ns {
+                    break;
+                }
+                outcome.attempts += 1;
+                parts.live.attempts.fetch_add(1, Ordering::Relaxed);
+                let done = send_one(
+                    Arc::clone(&parts.client),
+                    to.clone(),
+                    message_text(number, intended_ns, parts.message_bytes),
+                    number,
+                    intended_ns,
+                    parts.t0,
+                )
+                .await;
+                outcome.record(done, &parts);
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+struct ReceiverParts {
+    client: Arc<Client>,
+    me: UserId,
+    peer: UserId,
+    conversation: ConversationId,
+    /// Message numbers the peer may use are below this.
+    peer_plan: u64,
+    t0: Instant,
+    warmup_ns: u64,
+    total_ns: u64,
+    deadline: Instant,
+    live: Arc<Live>,
+    stop: watch::Receiver<bool>,
+}
+
+struct ReceiverOutcome {
+    /// Index of the sender this receiver hears (its peer).
+    sender_index: u64,
+    log: RecvLog,
+    latency: LatencyHist,
+    delivered_in_window: u64,
+    foreign: u64,
+    reconnects: u64,
+}
+
+impl ReceiverParts {
+    fn sender_index(&self) -> Result<u64> {
+        let name = self.peer.as_str();
+        let index = name
+            .rsplit('-')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| anyhow!("internal: unexpected user name {name}"))?;
+        Ok(index)
+    }
+}
+
+async fn receive(mut parts: ReceiverParts) -> Result<ReceiverOutcome> {
+    let mut outcome = ReceiverOutcome {
+        sender_index: parts.sender_index()?,
+        log: RecvLog::new(),
+        latency: LatencyHist::new()?,
+        delivered_in_window: 0,
+        foreign: 0,
+        reconnects: 0,
+    };
+    // Bounded in time by `deadline`, and normally ended earlier by `stop`.
+    loop {
+        tokio::select! {
+            _ = parts.stop.changed() => break,
+            () = sleep_until(parts.deadline) => break,
+            event = parts.client.next_event() => match event {
+                None => break,
+                Some(ClientEvent::Message(message)) => on_message(&parts, &mut outcome, &message),
+                Some(ClientEvent::Reconnected { .. }) => outcome.reconnects += 1,
+                Some(_) => {}
+            },
+        }
+    }
+    Ok(outcome)
+}
+
+fn on_message(parts: &ReceiverParts, outcome: &mut ReceiverOutcome, message: &Message) {
+    let received_ns = since(parts.t0);
+    if message.sender == parts.me {
+        // The node also pushes our own messages to us (all of the sender's sessions get them).
+        return;
+    }
+    let parsed = match &message.body {
+        MessageBody::Text(text) if message.sender == parts.peer => parse_text(text),
+        _ => None,
+    };
+    let Some((number, intended_ns)) = parsed else {
+        outcome.foreign += 1;
+        return;
+    };
+    if message.conversation != parts.conversation || number >= parts.peer_plan {
+        outcome.foreign += 1;
+        return;
+    }
+    match outcome.log.record(number, message.seq.get()) {
+        Arrival::Duplicate => {}
+        Arrival::New | Arrival::OutOfOrder => {
+            parts.live.delivered.fetch_add(1, Ordering::Relaxed);
+            if intended_ns >= parts.warmup_ns {
+                outcome
+                    .latency
+                    .record_ns(received_ns.saturating_sub(intended_ns));
+            }
+            if (parts.warmup_ns..parts.total_ns).contains(&received_ns) {
+                outcome.delivered_in_window += 1;
+            }
+        }
+    }
+}
+
+/// One line a second on stderr (only called when stderr is a terminal), until told to stop or
+/// `limit` after `t0`.
+async fn progress(live: Arc<Live>, t0: Instant, limit: Duration, mut stop: watch::Receiver<bool>) {
+    let end = t0 + limit;
+    let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = sleep_until(end) => break,
+            _ = tick.tick() => {
+                eprint!(
+                    "\r[{:>4} s] sent {:>9}  acked {:>9}  delivered {:>9}  errors {:>6} ",
+                    t0.elapsed().as_secs(),
+                    live.attempts.load(Ordering::Relaxed),
+                    live.acked.load(Ordering::Relaxed),
+                    live.delivered.load(Ordering::Relaxed),
+                    live.errors.load(Ordering::Relaxed),
+                );
+            }
+        }
+    }
+    eprintln!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_text_round_trips_and_is_padded() {
+        let text = message_text(42, 1_234_567_890, 64);
+        assert_eq!(text.len(), 64);
+        assert!(text.starts_with("42 1234567890 x"));
+        assert_eq!(parse_text(&text), Some((42, 1_234_567_890)));
+    }
+
+    #[test]
+    fn a_short_size_keeps_the_whole_header() {
+        let text = message_text(7, 99, 1);
+        assert_eq!(text, "7 99 ");
+        assert_eq!(parse_text(&text), Some((7, 99)));
+    }
+
+    #[test]
+    fn foreign_texts_do_not_parse() {
+        assert_eq!(parse_text("hello bob"), None);
+        assert_eq!(parse_text("12"), None);
+        assert_eq!(parse_text(""), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! The JSON report (schema in `loadtest/README.md`) and its human summary.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::hist::Percentiles;
+use crate::node::NodeCounters;
+
+/// One run's report. Field names are a contract (see `ARCHITECTURE.md`); add, do not rename.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// `piazza-loadtest`'s version.
+    pub(crate) version: &'static str,
+    /// The scenario run (`chat`).
+    pub(crate) scenario: &'static str,
+    /// Unix seconds when the run started.
+    pub(crate) started_at: u64,
+    /// `open` (`--rate`) or `closed` (`--max`).
+    pub(crate) mode: &'static str,
+    /// `spawned` (`--spawn-node`) or `external` (`--server`).
+    pub(crate) node: &'static str,
+    pub(crate) clients: usize,
+    pub(crate) connections: usize,
+    pub(crate) message_bytes: usize,
+    /// The measured window in seconds (after the warmup).
+    pub(crate) duration_s: f64,
+    pub(crate) warmup_s: f64,
+    /// How long the run waited after the send phase for deliveries still on their way.
+    pub(crate) drain_s: f64,
+    /// `--rate`, or `null` with `--max`.
+    pub(crate) rate_target_per_s: Option<u64>,
+    /// Send attempts over the whole run (warmup included).
+    pub(crate) sent: u64,
+    /// Sends acknowledged (durably stored).
+    pub(crate) acked: u64,
+    /// Distinct messages delivered to their recipient.
+    pub(crate) delivered: u64,
+    pub(crate) lost: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) out_of_order: u64,
+    /// Delivered with another conversation seq than the ack named.
+    pub(crate) seq_mismatch: u64,
+    /// Delivered although the send reported an error.
+    pub(crate) delivered_unacked: u64,
+    /// Scheduled messages never sent because the generator fell too far behind.
+    pub(crate) unsent: u64,
+    /// Failed sends.
+    pub(crate) errors: u64,
+    /// Failed sends by error label (the node's `ErrorCode` label, or the SDK's reason).
+    pub(crate) errors_by_kind: BTreeMap<String, u64>,
+    /// Deliveries received within the measured window, per second.
+    pub(crate) throughput_per_s: f64,
+    /// Acks of messages due within the measured window, per second.
+    pub(crate) acked_per_s: f64,
+    /// Intended send instant → delivered to the recipient (measured messages).
+    pub(crate) latency_us: Percentiles,
+    /// Intended send instant → durable ack at the sender (measured messages).
+    pub(crate) ack_latency_us: Percentiles,
+    /// Intended send instant → the send actually started: the generator's own lateness.
+    pub(crate) send_lag_us: Percentiles,
+    /// Node CPU time (user + system) over the whole life of the spawned node.
+    pub(crate) node_cpu_s: Option<f64>,
+    /// Node CPU time within the measured window.
+    pub(crate) node_cpu_window_s: Option<f64>,
+    /// Peak resident memory (VmHWM) of the spawned node.
+    pub(crate) node_peak_rss_bytes: Option<u64>,
+    /// Warning and error lines the spawned node logged.
+    pub(crate) node_log_warnings: Option<u64>,
+    pub(crate) node_log_errors: Option<u64>,
+    /// Counters from the node's `/metrics` after the run (spawned node only).
+    pub(crate) node_metrics: Option<NodeCounters>,
+    /// This process's CPU time within the measured window.
+    pub(crate) generator_cpu_window_s: Option<f64>,
+    pub(crate) generator_peak_rss_bytes: Option<u64>,
+    /// Messages that were not part of the run (other senders, other formats).
+    pub(crate) foreign_messages: u64,
+    /// Reconnects the clients went through.
+    pub(crate) reconnects: u64,
+    /// CPUs this process may use.
+    pub(crate) machine_cpus: usize,
+}
+
+fn opt_us(value: Option<u64>) -> String {
+    match value {
+        Some(us) if us >= 10_000 => format!("{:.1} ms", us as f64 / 1000.0),
+        Some(us) => format!("{us} µs"),
+        None => "-".to_owned(),
+    }
+}
+
+fn percentile_line(name: &str, p: &Percentiles) -> String {
+    format!(
+        "{name:<12} p50 {:>9}  p90 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}  (n={})",
+        opt_us(p.p50),
+        opt_us(p.p90),
+        opt_us(p.p99),
+        opt_us(p.p999),
+        opt_us(p.max),
+        p.count
+    )
+}
+
+impl Report {
+    /// A few lines for a person.
+    pub(crate) fn summary(&self) -> String {
+        let mut out = String::new();
+        let rate = match self.rate_target_per_s {
+            Some(rate) => format!("open loop at {rate}/s"),
+            None => "closed loop (--max)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "piazza-loadtest {}: {} clients on {} connections, {rate}, {} s measured after {} s \
+             warmup, {} B messages, {} node",
+            self.scenario,
+            self.clients,
+            self.connections,
+            self.duration_s,
+            self.warmup_s,
+            self.message_bytes,
+            self.node
+        );
+        let _ = writeln!(
+            out,
+            "throughput   {:.0} deliveries/s ({:.0} acks/s)",
+            self.throughput_per_s, self.acked_per_s
+        );
+        let _ = writeln!(
+            out,
+            "messages     sent {}  acked {}  delivered {}  lost {}  duplicates {}  out of order {}  \
+             seq mismatch {}  unsent {}",
+            self.sent,
+            self.acked,
+            self.delivered,
+            self.lost,
+            self.duplicates,
+            self.out_of_order,
+            self.seq_mismatch,
+            self.unsent
+        );
+        let errors = if self.errors_by_kind.is_empty() {
+            "none".to_owned()
+        } else {
+            self.errors_by_kind
+                .iter()
+                .map(|(kind, count)| format!("{kind} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(out, "errors       {} ({errors})", self.errors);
+        let _ = writeln!(out, "{}", percentile_line("latency", &self.latency_us));
+        let _ = writeln!(
+            out,
+            "{}",
+            percentile_line("ack latency", &self.ack_latency_us)
+        );
+        let _ = writeln!(out, "{}", percentile_line("send lag", &self.send_lag_us));
+        if let Some(cpu) = self.node_cpu_s {
+            let window = self
+                .node_cpu_window_s
+                .map(|w| {
+                    format!(
+                        ", {w:.2} s in the window = {:.2} cores",
+                        w / self.duration_s
+                    )
+                })
+                .unwrap_or_default();
+            let rss = self
+                .node_peak_rss_bytes
+                .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
+                .unwrap_or_else(|| "-".to_owned());
+            let _ = writeln!(out, "node         CPU {cpu:.2} s{window}; peak RSS {rss}");
+        }
+        if let Some(metrics) = &self.node_metrics {
+            let show = |v: Option<f64>, digits: usize| match v {
+                Some(v) => format!("{v:.digits$}"),
+                None => "-".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "node metrics commits {}  records/commit {}  commit mean {} ms  send mean {} ms  \
+                 resyncs {}",
+                show(metrics.storage_commits_total, 0),
+                show(metrics.records_per_commit, 1),
+                show(metrics.commit_mean_ms, 2),
+                show(metrics.send_mean_ms, 2),
+                show(metrics.resyncs_total, 0),
+            );
+        }
+        if let Some(cpu) = self.generator_cpu_window_s {
+            let _ = writeln!(
+                out,
+                "generator    CPU {cpu:.2} s in the window = {:.2} cores (same machine, {} CPUs)",
+                cpu / self.duration_s,
+                self.machine_cpus
+            );
+        }
+        out
+    }
+}
