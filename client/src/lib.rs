@@ -60,9 +60,9 @@ pub use error::ClientError;
 
 // The wire types the SDK's signatures use, so an app can depend on this crate alone.
 pub use piazza_protocol::{
-    ClientMsgId, ConversationId, ConversationRef, DeviceId, ErrorCode, GroupId, HistoryPage,
-    Message, MessageBody, ReceiptKind, ReceiptState, SendAck, Seq, SyncBatch, SyncCursor,
-    SystemEvent, UserId,
+    ClientMsgId, ConversationId, ConversationRef, DeviceId, ErrorCode, ForwardedFrom, GroupId,
+    HistoryPage, Message, MessageBody, MessageUpdate, ReactionCount, ReceiptKind, ReceiptState,
+    SendAck, Seq, SyncBatch, SyncCursor, SystemEvent, UserId,
 };
 
 /// Installs rustls' ring crypto provider as the process default.

@@ -24,7 +24,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::hist::LatencyHist;
 use crate::ledger::{Arrival, RecvLog, SendLog, Tally, reconcile};
-use crate::node::{Target, cpu_seconds};
+use crate::node::{Target, cpu_seconds, machine_busy_seconds};
 use crate::pacing;
 
 /// Longest wait after the send phase for acknowledged messages still on their way.
@@ -102,10 +102,19 @@ pub(crate) struct ChatOutcome {
     pub(crate) foreign: u64,
     /// `Reconnected` events seen by the receivers.
     pub(crate) reconnects: u64,
-    /// Node CPU seconds within the measured window (spawned node only).
-    pub(crate) node_cpu_window_s: Option<f64>,
-    /// This process's CPU seconds within the measured window.
-    pub(crate) generator_cpu_window_s: Option<f64>,
+    /// CPU time spent within the measured window.
+    pub(crate) cpu: CpuWindow,
+}
+
+/// CPU seconds spent within the measured window.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuWindow {
+    /// By the node (spawned node only).
+    pub(crate) node_s: Option<f64>,
+    /// By this process.
+    pub(crate) generator_s: Option<f64>,
+    /// By the whole machine, all CPUs added up.
+    pub(crate) machine_s: Option<f64>,
 }
 
 /// Counters shared by all tasks, for the progress line and the drain.
@@ -325,8 +334,7 @@ pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutc
     if let Some(progress) = progress {
         let _ = progress.await;
     }
-    let (node_cpu_window_s, generator_cpu_window_s) =
-        cpu_window.await.context("CPU sampling task")?;
+    let cpu = cpu_window.await.context("CPU sampling task")?;
 
     // Every direction: sender i's log against the log of the receiver that hears sender i.
     send_logs.sort_by_key(|(index, _)| *index);
@@ -361,26 +369,34 @@ pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutc
         drain,
         foreign,
         reconnects,
-        node_cpu_window_s,
-        generator_cpu_window_s,
+        cpu,
     })
 }
 
-/// CPU seconds of the node and of this process between `from` and `to`.
+/// CPU seconds of the node, of this process and of the whole machine between `from` and `to`.
 async fn cpu_window(
     node_pid: Option<u32>,
     ticks_per_s: u64,
     from: Instant,
     to: Instant,
-) -> (Option<f64>, Option<f64>) {
+) -> CpuWindow {
+    let sample = || {
+        (
+            node_pid.and_then(|pid| cpu_seconds(Some(pid), ticks_per_s)),
+            cpu_seconds(None, ticks_per_s),
+            machine_busy_seconds(ticks_per_s),
+        )
+    };
     sleep_until(from).await;
-    let node_a = node_pid.and_then(|pid| cpu_seconds(Some(pid), ticks_per_s));
-    let own_a = cpu_seconds(None, ticks_per_s);
+    let a = sample();
     sleep_until(to).await;
-    let node_b = node_pid.and_then(|pid| cpu_seconds(Some(pid), ticks_per_s));
-    let own_b = cpu_seconds(None, ticks_per_s);
+    let b = sample();
     let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-    (delta(node_a, node_b), delta(own_a, own_b))
+    CpuWindow {
+        node_s: delta(a.0, b.0),
+        generator_s: delta(a.1, b.1),
+        machine_s: delta(a.2, b.2),
+    }
 }
 
 struct SenderParts {

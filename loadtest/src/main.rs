@@ -23,7 +23,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use clap::{ArgGroup, Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
 
 use crate::chat::ChatParams;
 use crate::node::{SpawnedNode, Target};
@@ -62,7 +63,7 @@ struct Cli {
     /// The piazza-node binary for --spawn-node. Default: `piazza-node` next to this executable.
     #[arg(long, requires = "spawn_node")]
     node_bin: Option<PathBuf>,
-    /// Address of an existing node (host:port of its QUIC listener, on this machine).
+    /// Address of an existing node: host:port of its QUIC listener, on this machine (loopback).
     #[arg(long, requires_all = ["ca", "node_data_dir"])]
     server: Option<String>,
     /// The CA file of the existing node (`<data-dir>/tls/ca.pem`).
@@ -103,8 +104,35 @@ enum NodeSource {
     External,
 }
 
+/// Checks what clap cannot express; a problem is a usage error (exit status 2), like clap's own.
+fn validate(cli: &Cli) -> Result<(), clap::Error> {
+    let usage = |message: String| Cli::command().error(ErrorKind::ArgumentConflict, message);
+    match cli.scenario {
+        Scenario::Chat => {
+            if cli.clients & 1 == 1 {
+                return Err(usage(format!(
+                    "--clients must be even for the chat scenario (users form pairs), got {}",
+                    cli.clients
+                )));
+            }
+            if let Some(connections) = cli.connections.filter(|&c| c != cli.clients) {
+                return Err(usage(format!(
+                    "--connections {connections} differs from --clients {}: the chat scenario \
+                     gives every user its own connection (sharing connections between users is \
+                     not supported yet)",
+                    cli.clients
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
+    if let Err(error) = validate(&cli) {
+        error.exit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -131,22 +159,6 @@ fn unix_now() -> Result<u64> {
 async fn run(cli: Cli) -> Result<()> {
     piazza_client::install_crypto_provider();
     let clients = usize::try_from(cli.clients).context("--clients")?;
-    match cli.scenario {
-        Scenario::Chat => {
-            if clients & 1 == 1 {
-                bail!(
-                    "--clients must be even for the chat scenario (users form pairs), got {clients}"
-                );
-            }
-            if let Some(connections) = cli.connections.filter(|&c| c != cli.clients) {
-                bail!(
-                    "--connections {connections} differs from --clients {clients}: the chat \
-                     scenario gives every user its own connection (sharing connections between \
-                     users is not supported yet)"
-                );
-            }
-        }
-    }
     let message_bytes = usize::try_from(cli.message_bytes).context("--message-bytes")?;
     let started_at = unix_now()?;
     let ticks_per_s = node::clock_ticks_per_s();
@@ -249,12 +261,19 @@ async fn run(cli: Cli) -> Result<()> {
         ack_latency_us: outcome.ack_latency.percentiles(),
         send_lag_us: outcome.send_lag.percentiles(),
         node_cpu_s,
-        node_cpu_window_s: outcome.node_cpu_window_s,
+        node_cpu_window_s: outcome.cpu.node_s,
         node_peak_rss_bytes,
         node_log_warnings: node_log.map(|(warnings, _)| warnings),
         node_log_errors: node_log.map(|(_, errors)| errors),
         node_metrics,
-        generator_cpu_window_s: outcome.generator_cpu_window_s,
+        generator_cpu_window_s: outcome.cpu.generator_s,
+        machine_cpu_window_s: outcome.cpu.machine_s,
+        other_cpu_window_s: match (outcome.cpu.machine_s, outcome.cpu.generator_s) {
+            (Some(machine), Some(generator)) => {
+                Some((machine - generator - outcome.cpu.node_s.unwrap_or(0.0)).max(0.0))
+            }
+            _ => None,
+        },
         generator_peak_rss_bytes: node::peak_rss_bytes(None),
         foreign_messages: outcome.foreign,
         reconnects: outcome.reconnects,
@@ -289,7 +308,6 @@ fn run_tag() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -314,6 +332,31 @@ mod tests {
             error.to_string().contains("possible values: chat"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn chat_needs_pairs_and_one_connection_per_user() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "piazza-loadtest",
+                "--scenario",
+                "chat",
+                "--spawn-node",
+                "--max",
+                "--duration-secs",
+                "1",
+                "--json",
+                "r.json",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap()
+        };
+        assert!(validate(&parse(&[])).is_ok());
+        assert!(validate(&parse(&["--clients", "50", "--connections", "50"])).is_ok());
+        let odd = validate(&parse(&["--clients", "5"])).unwrap_err();
+        assert!(odd.to_string().contains("must be even"), "{odd}");
+        let shared = validate(&parse(&["--clients", "4", "--connections", "2"])).unwrap_err();
+        assert!(shared.to_string().contains("--connections 2"), "{shared}");
     }
 
     #[test]

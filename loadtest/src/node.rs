@@ -25,12 +25,16 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines of the node's stderr kept for error messages.
 const STDERR_TAIL_LINES: usize = 40;
 
-/// The settings a spawned node gets through its environment: the per-connection send limiter is
-/// opened wide so that the generator measures the node, not the limiter (default 1000/s, burst
-/// 2000, see the node's README).
+/// The settings a spawned node gets through its environment: the per-connection limiters (sends,
+/// and requests of any kind) are opened wide so that the generator measures the node, not the
+/// limiter (defaults: 1000 sends/s with a burst of 2000, 2000 requests/s with a burst of 4000, see
+/// the node's README). `NO_COLOR` keeps its log free of terminal colour codes.
 pub(crate) const SPAWNED_NODE_ENV: &[(&str, &str)] = &[
     ("PIAZZA__LIMITS__SEND_RATE_PER_S", "1000000"),
     ("PIAZZA__LIMITS__SEND_BURST", "1000000"),
+    ("PIAZZA__LIMITS__REQUEST_RATE_PER_S", "1000000"),
+    ("PIAZZA__LIMITS__REQUEST_BURST", "1000000"),
+    ("NO_COLOR", "1"),
 ];
 
 /// Tokens minted for the load test live this long: far longer than any run.
@@ -50,6 +54,7 @@ pub(crate) struct Target {
 impl Target {
     /// An existing node: its address, CA file and data directory (for the token key).
     pub(crate) fn existing(server: &str, ca_file: &Path, data_dir: &Path) -> Result<Target> {
+        check_loopback(server)?;
         let key = data_dir.join("token-key.pk8");
         // `load_or_generate` would quietly create a key the node does not know.
         if !key.is_file() {
@@ -82,6 +87,22 @@ impl Target {
     }
 }
 
+/// Refuses any address that is not on this machine: a load test sends its traffic to loopback
+/// only (`127.0.0.0/8`, `[::1]`, `localhost`).
+fn check_loopback(server: &str) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = server
+        .to_socket_addrs()
+        .with_context(|| format!("resolve --server {server}"))?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+        bail!(
+            "--server {server} is not a loopback address: piazza-loadtest only loads nodes on this machine"
+        );
+    }
+    Ok(())
+}
+
 /// A `piazza-node` process started by this one. Dropping it kills the process (SIGKILL) if it is
 /// still running; [`SpawnedNode::stop`] asks it to stop first.
 #[derive(Debug)]
@@ -104,17 +125,38 @@ struct StderrLog {
 
 impl StderrLog {
     fn push(&mut self, line: String) {
-        if line.contains(" WARN ") {
-            self.warnings += 1;
-        }
-        if line.contains(" ERROR ") {
-            self.errors += 1;
+        let line = strip_ansi(&line);
+        // tracing's format: `<timestamp>  WARN <target>: …`.
+        let level = line.split_whitespace().nth(1).unwrap_or_default();
+        match level {
+            "WARN" => self.warnings += 1,
+            "ERROR" => self.errors += 1,
+            _ => {}
         }
         if self.tail.len() == STDERR_TAIL_LINES {
             self.tail.pop_front();
         }
         self.tail.push_back(line);
     }
+}
+
+/// `line` without terminal escape sequences (`ESC [ … letter`), in case the node colours its log.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip up to and including the final letter of the sequence.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Addresses announced on the node's stderr.
@@ -359,17 +401,42 @@ pub(crate) fn peak_rss_bytes(pid: Option<u32>) -> Option<u64> {
     parse_peak_rss(&std::fs::read_to_string(path).ok()?)
 }
 
+/// Busy CPU time of the whole machine in clock ticks (all CPUs: everything but idle and I/O
+/// wait), from the text of `/proc/stat`.
+fn parse_machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is already
+    // counted in user and nice.
+    let get = |i: usize| fields.get(i).copied().unwrap_or(0);
+    if fields.len() < 4 {
+        return None;
+    }
+    Some(get(0) + get(1) + get(2) + get(5) + get(6) + get(7))
+}
+
+/// Busy CPU seconds of the whole machine since boot (all CPUs added up).
+pub(crate) fn machine_busy_seconds(ticks_per_s: u64) -> Option<f64> {
+    let ticks = parse_machine_busy_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    Some(ticks as f64 / ticks_per_s.max(1) as f64)
+}
+
 /// A few of the node's own counters, read from `/metrics` after the run: they tell where time
-/// went (how big the group commits were, whether sessions had to resync).
+/// went (how big the group commits were, whether sessions had to resync). A counter the node has
+/// not exported reads 0: the node registers a counter on its first increment.
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct NodeCounters {
-    pub(crate) sends_total: Option<f64>,
-    pub(crate) deliveries_total: Option<f64>,
-    pub(crate) deliveries_dropped_total: Option<f64>,
-    pub(crate) resyncs_total: Option<f64>,
-    pub(crate) rate_limited_total: Option<f64>,
-    pub(crate) storage_commits_total: Option<f64>,
-    pub(crate) storage_records_total: Option<f64>,
+    pub(crate) sends_total: f64,
+    pub(crate) deliveries_total: f64,
+    pub(crate) deliveries_dropped_total: f64,
+    pub(crate) resyncs_total: f64,
+    pub(crate) rate_limited_total: f64,
+    pub(crate) storage_commits_total: f64,
+    pub(crate) storage_records_total: f64,
     /// `storage_records_total / storage_commits_total`: messages per fsync.
     pub(crate) records_per_commit: Option<f64>,
     /// Mean time of one group commit, from the `piazza_storage_commit_seconds` histogram.
@@ -377,7 +444,7 @@ pub(crate) struct NodeCounters {
     /// Mean request-received → durable-ack time on the node, from `piazza_send_seconds`.
     pub(crate) send_mean_ms: Option<f64>,
     /// Storage queue pushes refused because it was full.
-    pub(crate) storage_queue_full_total: Option<f64>,
+    pub(crate) storage_queue_full_total: f64,
 }
 
 /// The sum of a metric over all its label sets, from Prometheus text.
@@ -411,17 +478,18 @@ fn ratio(a: Option<f64>, b: Option<f64>, scale: f64) -> Option<f64> {
 
 /// Extracts [`NodeCounters`] from Prometheus text.
 fn parse_node_counters(text: &str) -> NodeCounters {
-    let commits = metric_sum(text, "piazza_storage_commits_total");
-    let records = metric_sum(text, "piazza_storage_records_total");
+    let counter = |name: &str| metric_sum(text, name).unwrap_or(0.0);
+    let commits = counter("piazza_storage_commits_total");
+    let records = counter("piazza_storage_records_total");
     NodeCounters {
-        sends_total: metric_sum(text, "piazza_sends_total"),
-        deliveries_total: metric_sum(text, "piazza_deliveries_total"),
-        deliveries_dropped_total: metric_sum(text, "piazza_deliveries_dropped_total"),
-        resyncs_total: metric_sum(text, "piazza_resyncs_total"),
-        rate_limited_total: metric_sum(text, "piazza_rate_limited_total"),
+        sends_total: counter("piazza_sends_total"),
+        deliveries_total: counter("piazza_deliveries_total"),
+        deliveries_dropped_total: counter("piazza_deliveries_dropped_total"),
+        resyncs_total: counter("piazza_resyncs_total"),
+        rate_limited_total: counter("piazza_rate_limited_total"),
         storage_commits_total: commits,
         storage_records_total: records,
-        records_per_commit: ratio(records, commits, 1.0),
+        records_per_commit: ratio(Some(records), Some(commits), 1.0),
         commit_mean_ms: ratio(
             metric_sum(text, "piazza_storage_commit_seconds_sum"),
             metric_sum(text, "piazza_storage_commit_seconds_count"),
@@ -432,7 +500,7 @@ fn parse_node_counters(text: &str) -> NodeCounters {
             metric_sum(text, "piazza_send_seconds_count"),
             1000.0,
         ),
-        storage_queue_full_total: metric_sum(text, "piazza_storage_queue_full_total"),
+        storage_queue_full_total: counter("piazza_storage_queue_full_total"),
     }
 }
 
@@ -474,6 +542,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_loopback_servers_are_accepted() {
+        assert!(check_loopback("127.0.0.1:4433").is_ok());
+        assert!(check_loopback("[::1]:4433").is_ok());
+        assert!(check_loopback("10.0.0.1:4433").is_err());
+        assert!(check_loopback("192.168.1.20:4433").is_err());
+        assert!(check_loopback("no-port").is_err());
+    }
+
+    #[test]
     fn parses_the_announced_addresses() {
         assert_eq!(
             parse_client_line("  clients (QUIC, ALPN piazza/1): 127.0.0.1:40123"),
@@ -489,10 +566,32 @@ mod tests {
     }
 
     #[test]
+    fn counts_warnings_and_errors_with_or_without_colours() {
+        let mut log = StderrLog::default();
+        log.push("2026-11-22T20:13:22.240592Z  INFO piazza_node::node: node started".into());
+        log.push("\u{1b}[2m2026-11-22T20:13:22Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x: slow".into());
+        log.push("2026-11-22T20:13:22Z ERROR piazza_node::storage: commit failed".into());
+        log.push("piazza-node is up".into());
+        assert_eq!((log.warnings, log.errors), (1, 1));
+        assert_eq!(log.tail.len(), 4);
+        assert!(log.tail[1].contains(" WARN x: slow"));
+    }
+
+    #[test]
     fn parses_proc_stat_with_spaces_in_the_name() {
         let stat = "4242 (piazza node) S 1 4242 4242 0 -1 4194560 1000 0 0 0 150 37 0 0 20 0 9 0 \
                     100 200000000 3000 18446744073709551615";
         assert_eq!(parse_cpu_ticks(stat), Some(187));
+    }
+
+    #[test]
+    fn parses_machine_busy_time() {
+        let stat = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nintr 1\n";
+        assert_eq!(
+            parse_machine_busy_ticks(stat),
+            Some(100 + 5 + 50 + 3 + 2 + 1)
+        );
+        assert_eq!(parse_machine_busy_ticks("intr 1\n"), None);
     }
 
     #[test]
@@ -518,6 +617,10 @@ mod tests {
         assert_eq!(metric_sum(text, "piazza_nothing"), None);
         let counters = parse_node_counters(text);
         assert_eq!(counters.records_per_commit, Some(12.0));
+        assert_eq!(
+            counters.resyncs_total, 0.0,
+            "not exported: never incremented"
+        );
         assert!((counters.commit_mean_ms.unwrap() - 5.0).abs() < 1e-9);
     }
 }

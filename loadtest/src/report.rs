@@ -74,6 +74,11 @@ pub(crate) struct Report {
     /// This process's CPU time within the measured window.
     pub(crate) generator_cpu_window_s: Option<f64>,
     pub(crate) generator_peak_rss_bytes: Option<u64>,
+    /// Busy CPU time of the whole machine (all CPUs) within the measured window.
+    pub(crate) machine_cpu_window_s: Option<f64>,
+    /// The part of it spent neither by this process nor by the spawned node: other work on a
+    /// shared machine that competed with the run (or the external node).
+    pub(crate) other_cpu_window_s: Option<f64>,
     /// Messages that were not part of the run (other senders, other formats).
     pub(crate) foreign_messages: u64,
     /// Reconnects the clients went through.
@@ -182,11 +187,11 @@ impl Report {
                 out,
                 "node metrics commits {}  records/commit {}  commit mean {} ms  send mean {} ms  \
                  resyncs {}",
-                show(metrics.storage_commits_total, 0),
+                show(Some(metrics.storage_commits_total), 0),
                 show(metrics.records_per_commit, 1),
                 show(metrics.commit_mean_ms, 2),
                 show(metrics.send_mean_ms, 2),
-                show(metrics.resyncs_total, 0),
+                show(Some(metrics.resyncs_total), 0),
             );
         }
         if let Some(cpu) = self.generator_cpu_window_s {
@@ -195,6 +200,18 @@ impl Report {
                 "generator    CPU {cpu:.2} s in the window = {:.2} cores (same machine, {} CPUs)",
                 cpu / self.duration_s,
                 self.machine_cpus
+            );
+        }
+        if let Some(other) = self.other_cpu_window_s {
+            let who = if self.node == "spawned" {
+                "other processes"
+            } else {
+                "other processes (the node included)"
+            };
+            let _ = writeln!(
+                out,
+                "machine      {who}: CPU {other:.2} s in the window = {:.2} cores",
+                other / self.duration_s
             );
         }
         out

@@ -36,8 +36,9 @@ pub use ids::{
     ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, IdError, Seq, UserId,
 };
 pub use messages::{
-    Datagram, Event, HistoryPage, Message, MessageBody, ReceiptKind, ReceiptState, Request,
-    Response, SendAck, SyncBatch, SyncCursor, SystemEvent,
+    Datagram, Event, ForwardedFrom, HistoryPage, Message, MessageBody, MessageUpdate,
+    ReactionCount, ReceiptKind, ReceiptState, Request, Response, SendAck, SyncBatch, SyncCursor,
+    SystemEvent,
 };
 pub use money::{Currency, Money, MoneyError};
 

@@ -46,14 +46,24 @@ pub const SYNC_CURSORS_MAX: usize = 1000;
 /// Most messages in one `SyncBatch`; `more` tells the client to ask again.
 pub const SYNC_MESSAGES_MAX: u32 = 100;
 
+/// Longest reaction emoji in bytes (a family emoji with skin tones and joiners is ~35 bytes).
+pub const EMOJI_BYTES_MAX: usize = 64;
+
+/// Most distinct emoji on one message; further new emoji are refused.
+pub const REACTIONS_DISTINCT_MAX: usize = 32;
+
+/// Most pinned messages per conversation.
+pub const PINNED_MAX: usize = 50;
+
 /// Most conversations in one `Heads` answer.
 pub const HEADS_MAX: usize = 1000;
 
 /// Upper bound on one encoded message: text plus ids plus fixed fields, with slack for the encoding.
 pub const MESSAGE_BYTES_MAX: u32 = (TEXT_BYTES_MAX
     + CLIENT_MSG_ID_BYTES_MAX
-    + 3 * USER_NAME_BYTES_MAX
+    + 5 * USER_NAME_BYTES_MAX
     + GROUP_NAME_BYTES_MAX
+    + REACTIONS_DISTINCT_MAX * (EMOJI_BYTES_MAX + 8)
     + 256) as u32;
 
 const _: () =
@@ -67,5 +77,7 @@ const _: () = assert!(
     (GROUP_CREATE_MEMBERS_MAX * (USER_NAME_BYTES_MAX + 8)) as u64 <= REQUEST_FRAME_BYTES_MAX as u64
 );
 const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= FRAME_BYTES_MAX);
+const _: () =
+    assert!(PINNED_MAX as u64 * MESSAGE_BYTES_MAX as u64 + 1024 <= FRAME_BYTES_MAX as u64);
 const _: () =
     assert!((HEADS_MAX * (2 * USER_NAME_BYTES_MAX + 32)) as u64 + 1024 <= FRAME_BYTES_MAX as u64);

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::ErrorCode;
 use crate::ids::{ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, Seq, UserId};
 use crate::limits::{
-    GROUP_CREATE_MEMBERS_MAX, GROUP_NAME_BYTES_MAX, HISTORY_PAGE_MAX, SYNC_CURSORS_MAX,
-    SYNC_MESSAGES_MAX, TEXT_BYTES_MAX, TOKEN_BYTES_MAX,
+    EMOJI_BYTES_MAX, GROUP_CREATE_MEMBERS_MAX, GROUP_NAME_BYTES_MAX, HISTORY_PAGE_MAX,
+    SYNC_CURSORS_MAX, SYNC_MESSAGES_MAX, TEXT_BYTES_MAX, TOKEN_BYTES_MAX,
 };
 
 /// A client request. The first one on a connection must be [`Request::Hello`].
@@ -88,6 +88,84 @@ pub enum Request {
         /// Only conversations after this one (the last of the previous page).
         after: Option<ConversationId>,
     },
+    /// Append a text message that replies to (quotes) an earlier one. Answered with
+    /// [`Response::Ack`].
+    Reply {
+        /// Where to send it.
+        conversation: ConversationRef,
+        /// The client's id for this message.
+        client_msg_id: ClientMsgId,
+        /// The message replied to, in the same conversation.
+        reply_to: Seq,
+        /// The text.
+        text: String,
+    },
+    /// Change the text of one's own message within the edit window. Answered with
+    /// [`Response::Ack`] for the update entry.
+    Edit {
+        /// The conversation.
+        conversation: ConversationRef,
+        /// The client's id for the update entry (retries are deduplicated like sends).
+        client_msg_id: ClientMsgId,
+        /// The message to edit.
+        target: Seq,
+        /// The new text.
+        text: String,
+    },
+    /// Delete a message for everyone: one's own within the edit window, or any message as a group
+    /// owner or admin. Answered with [`Response::Ack`] for the update entry.
+    Delete {
+        /// The conversation.
+        conversation: ConversationRef,
+        /// The client's id for the update entry.
+        client_msg_id: ClientMsgId,
+        /// The message to delete.
+        target: Seq,
+    },
+    /// Add or remove one's reaction on a message. Answered with [`Response::Ack`] for the update
+    /// entry, or [`Response::Done`] if nothing changed (already reacted, or nothing to remove).
+    React {
+        /// The conversation.
+        conversation: ConversationRef,
+        /// The client's id for the update entry.
+        client_msg_id: ClientMsgId,
+        /// The message.
+        target: Seq,
+        /// The emoji, 1..=[`EMOJI_BYTES_MAX`] bytes.
+        emoji: String,
+        /// Add (true) or remove (false).
+        add: bool,
+    },
+    /// Pin or unpin a message (any member of a direct conversation; owners and admins in groups).
+    /// Answered with [`Response::Ack`] for the update entry.
+    Pin {
+        /// The conversation.
+        conversation: ConversationRef,
+        /// The client's id for the update entry.
+        client_msg_id: ClientMsgId,
+        /// The message.
+        target: Seq,
+        /// Pin (true) or unpin (false).
+        pinned: bool,
+    },
+    /// Forward a message the caller can read into another conversation. Answered with
+    /// [`Response::Ack`] for the new message.
+    Forward {
+        /// Where the message is.
+        from: ConversationRef,
+        /// Its seq there.
+        seq: Seq,
+        /// Where to forward it.
+        to: ConversationRef,
+        /// The client's id for the new message.
+        client_msg_id: ClientMsgId,
+    },
+    /// The pinned messages of a conversation, oldest pin first. Answered with
+    /// [`Response::Pinned`].
+    Pinned {
+        /// The conversation.
+        conversation: ConversationRef,
+    },
 }
 
 impl Request {
@@ -111,7 +189,23 @@ impl Request {
             Request::Receipt { .. }
             | Request::Receipts { .. }
             | Request::LeaveGroup { .. }
-            | Request::Heads { .. } => {}
+            | Request::Heads { .. }
+            | Request::Delete { .. }
+            | Request::Pin { .. }
+            | Request::Forward { .. }
+            | Request::Pinned { .. } => {}
+            Request::Reply { text, .. } | Request::Edit { text, .. } => {
+                if text.is_empty() {
+                    return Err(ErrorCode::invalid("text", "empty message"));
+                }
+                check_len("text", text.len(), TEXT_BYTES_MAX)?;
+            }
+            Request::React { emoji, .. } => {
+                if emoji.is_empty() || emoji.chars().any(char::is_whitespace) {
+                    return Err(ErrorCode::invalid("emoji", "one emoji, no spaces"));
+                }
+                check_len("emoji", emoji.len(), EMOJI_BYTES_MAX)?;
+            }
             Request::CreateGroup { name, members } => {
                 if name.trim().is_empty() {
                     return Err(ErrorCode::invalid("name", "empty group name"));
@@ -135,6 +229,13 @@ impl Request {
             Request::CreateGroup { .. } => "create_group",
             Request::LeaveGroup { .. } => "leave_group",
             Request::Heads { .. } => "heads",
+            Request::Reply { .. } => "reply",
+            Request::Edit { .. } => "edit",
+            Request::Delete { .. } => "delete",
+            Request::React { .. } => "react",
+            Request::Pin { .. } => "pin",
+            Request::Forward { .. } => "forward",
+            Request::Pinned { .. } => "pinned",
         }
     }
 }
@@ -213,6 +314,8 @@ pub enum Response {
         /// Whether more conversations follow (ask again with `after` = the last one here).
         more: bool,
     },
+    /// Pinned messages, oldest pin first.
+    Pinned(Vec<Message>),
 }
 
 /// Acknowledgement of a durable send.
@@ -276,6 +379,36 @@ pub struct Message {
     pub sent_at_ms: u64,
     /// What it says.
     pub body: MessageBody,
+    /// The earlier message of the same conversation this one replies to (quotes).
+    pub reply_to: Option<Seq>,
+    /// Where this message was forwarded from, if it was.
+    pub forwarded_from: Option<ForwardedFrom>,
+    /// When the text was last edited; history and sync show the edited text.
+    pub edited_at_ms: Option<u64>,
+    /// Reactions so far, per emoji (history and sync show the current counts).
+    pub reactions: Vec<ReactionCount>,
+}
+
+/// The origin of a forwarded message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedFrom {
+    /// The conversation it was first sent in.
+    pub conversation: ConversationId,
+    /// Its seq there.
+    pub seq: Seq,
+    /// Who sent it originally.
+    pub sender: UserId,
+    /// When it was first sent.
+    pub sent_at_ms: u64,
+}
+
+/// How many members reacted with one emoji.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionCount {
+    /// The emoji.
+    pub emoji: String,
+    /// How many users reacted with it.
+    pub count: u32,
 }
 
 /// The content of a message.
@@ -285,6 +418,45 @@ pub enum MessageBody {
     Text(String),
     /// Something that happened to the conversation, recorded in its sequence.
     System(SystemEvent),
+    /// A change to an earlier message (edit, deletion, reaction, pin), recorded in the sequence
+    /// so that every device, online or syncing later, applies it in order. The entry's `sender`
+    /// is who made the change.
+    Update(MessageUpdate),
+    /// What history and sync show in place of a deleted message.
+    Deleted,
+}
+
+/// A change to an earlier message of the same conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageUpdate {
+    /// The text of `target` is now `text`.
+    Edited {
+        /// The edited message.
+        target: Seq,
+        /// Its new text.
+        text: String,
+    },
+    /// `target` was deleted for everyone.
+    Deleted {
+        /// The deleted message.
+        target: Seq,
+    },
+    /// The entry's sender added or removed a reaction on `target`.
+    Reaction {
+        /// The message reacted to.
+        target: Seq,
+        /// The emoji.
+        emoji: String,
+        /// Added (true) or removed (false).
+        added: bool,
+    },
+    /// `target` was pinned or unpinned.
+    Pinned {
+        /// The message.
+        target: Seq,
+        /// Pinned (true) or unpinned (false).
+        pinned: bool,
+    },
 }
 
 /// Membership changes and other conversation events, stored in the sequence like messages so every

@@ -40,6 +40,10 @@ fn message(seq: u64) -> Message {
         client_msg_id: "m-1".parse().unwrap(),
         sent_at_ms: 1_700_000_000_000,
         body: MessageBody::Text("hello".into()),
+        reply_to: None,
+        forwarded_from: None,
+        edited_at_ms: None,
+        reactions: Vec::new(),
     }
 }
 
@@ -88,6 +92,45 @@ fn requests_round_trip() {
             after: Some(cid.clone()),
         },
         Request::Heads { after: None },
+        Request::Reply {
+            conversation: dm.clone(),
+            client_msg_id: "r".parse().unwrap(),
+            reply_to: Seq::new(1),
+            text: "re".into(),
+        },
+        Request::Edit {
+            conversation: dm.clone(),
+            client_msg_id: "e".parse().unwrap(),
+            target: Seq::new(1),
+            text: "fixed".into(),
+        },
+        Request::Delete {
+            conversation: dm.clone(),
+            client_msg_id: "d".parse().unwrap(),
+            target: Seq::new(1),
+        },
+        Request::React {
+            conversation: dm.clone(),
+            client_msg_id: "x".parse().unwrap(),
+            target: Seq::new(1),
+            emoji: "👍".into(),
+            add: true,
+        },
+        Request::Pin {
+            conversation: dm.clone(),
+            client_msg_id: "p".parse().unwrap(),
+            target: Seq::new(1),
+            pinned: true,
+        },
+        Request::Forward {
+            from: dm.clone(),
+            seq: Seq::new(1),
+            to: ConversationRef::Group(group),
+            client_msg_id: "f".parse().unwrap(),
+        },
+        Request::Pinned {
+            conversation: dm.clone(),
+        },
     ] {
         request.validate().unwrap();
         check_round_trip(request);
@@ -128,6 +171,7 @@ fn responses_events_datagrams_round_trip() {
             conversation: ConversationId::Group(GroupId::new(1).unwrap()),
         },
         Response::Done,
+        Response::Pinned(vec![message(3)]),
         Response::Heads {
             heads: vec![SyncCursor {
                 conversation: cid.clone(),
@@ -162,6 +206,50 @@ fn responses_events_datagrams_round_trip() {
             kind: ReceiptKind::Delivered,
             seq: Seq::new(1),
         },
+        Event::Message(Message {
+            body: MessageBody::Update(MessageUpdate::Edited {
+                target: Seq::new(1),
+                text: "t".into(),
+            }),
+            reply_to: Some(Seq::new(1)),
+            forwarded_from: Some(ForwardedFrom {
+                conversation: cid.clone(),
+                seq: Seq::new(4),
+                sender: user("bob"),
+                sent_at_ms: 3,
+            }),
+            edited_at_ms: Some(9),
+            reactions: vec![ReactionCount {
+                emoji: "🎉".into(),
+                count: 2,
+            }],
+            ..message(5)
+        }),
+        Event::Message(Message {
+            body: MessageBody::Deleted,
+            ..message(6)
+        }),
+        Event::Message(Message {
+            body: MessageBody::Update(MessageUpdate::Deleted {
+                target: Seq::new(6),
+            }),
+            ..message(7)
+        }),
+        Event::Message(Message {
+            body: MessageBody::Update(MessageUpdate::Reaction {
+                target: Seq::new(6),
+                emoji: "🎉".into(),
+                added: false,
+            }),
+            ..message(8)
+        }),
+        Event::Message(Message {
+            body: MessageBody::Update(MessageUpdate::Pinned {
+                target: Seq::new(6),
+                pinned: true,
+            }),
+            ..message(9)
+        }),
         Event::Resync,
     ] {
         check_round_trip(event);
@@ -251,6 +339,33 @@ fn invalid_ids_do_not_decode() {
 }
 
 #[test]
+fn emoji_limit() {
+    let react = |emoji: &str| Request::React {
+        conversation: ConversationRef::Direct { peer: user("bob") },
+        client_msg_id: "c".parse().unwrap(),
+        target: Seq::new(1),
+        emoji: emoji.into(),
+        add: true,
+    };
+    assert!(react(&"x".repeat(EMOJI_BYTES_MAX)).validate().is_ok());
+    assert!(matches!(
+        react(&"x".repeat(EMOJI_BYTES_MAX + 1)).validate(),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+    assert!(react("").validate().is_err());
+    assert!(react("a b").validate().is_err());
+    let edit = |len| Request::Edit {
+        conversation: ConversationRef::Direct { peer: user("bob") },
+        client_msg_id: "c".parse().unwrap(),
+        target: Seq::new(1),
+        text: text_of(len),
+    };
+    assert!(edit(TEXT_BYTES_MAX).validate().is_ok());
+    assert!(edit(TEXT_BYTES_MAX + 1).validate().is_err());
+    assert!(edit(0).validate().is_err());
+}
+
+#[test]
 fn text_limit() {
     let send = |len| Request::Send {
         conversation: ConversationRef::Direct { peer: user("bob") },
@@ -333,6 +448,24 @@ fn maximal_page_fits_a_frame() {
         client_msg_id: text_of(CLIENT_MSG_ID_BYTES_MAX).parse().unwrap(),
         sender: text_of(USER_NAME_BYTES_MAX).parse().unwrap(),
         body: MessageBody::Text("é".repeat(TEXT_BYTES_MAX / 2)),
+        forwarded_from: Some(ForwardedFrom {
+            conversation: ConversationId::direct(
+                text_of(USER_NAME_BYTES_MAX).parse().unwrap(),
+                "z".repeat(USER_NAME_BYTES_MAX).parse().unwrap(),
+            )
+            .unwrap(),
+            seq: Seq::new(u64::MAX),
+            sender: text_of(USER_NAME_BYTES_MAX).parse().unwrap(),
+            sent_at_ms: u64::MAX,
+        }),
+        reply_to: Some(Seq::new(u64::MAX)),
+        edited_at_ms: Some(u64::MAX),
+        reactions: (0..REACTIONS_DISTINCT_MAX)
+            .map(|i| ReactionCount {
+                emoji: format!("{i:0>64}"),
+                count: u32::MAX,
+            })
+            .collect(),
         ..message(seq)
     };
     let page = Response::History(HistoryPage {

@@ -341,6 +341,8 @@ pub fn text(message: &Message) -> &str {
     match &message.body {
         piazza_protocol::MessageBody::Text(t) => t,
         piazza_protocol::MessageBody::System(_) => "<system>",
+        piazza_protocol::MessageBody::Update(_) => "<update>",
+        piazza_protocol::MessageBody::Deleted => "<deleted>",
     }
 }
 

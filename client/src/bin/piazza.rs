@@ -14,8 +14,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use piazza_client::{
     Client, ClientConfig, ClientError, ClientEvent, ClientMsgId, ConversationId, ConversationRef,
-    DeviceId, EventStart, GroupId, Message, MessageBody, ReceiptKind, ReceiptState, SendAck, Seq,
-    SystemEvent, UserId,
+    DeviceId, EventStart, GroupId, Message, MessageBody, MessageUpdate, ReceiptKind, ReceiptState,
+    SendAck, Seq, SystemEvent, UserId,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -611,6 +611,39 @@ fn describe(message: &Message) -> (String, bool) {
         ),
         MessageBody::System(SystemEvent::MemberLeft { user }) => {
             (format!("{user} left the group"), true)
+        }
+        MessageBody::Deleted => ("(deleted)".to_owned(), true),
+        MessageBody::Update(update) => {
+            let who = &message.sender;
+            let text = match update {
+                MessageUpdate::Edited { target, text } => {
+                    format!("{who} edited [{target}]: {text}")
+                }
+                MessageUpdate::Deleted { target } => format!("{who} deleted [{target}]"),
+                MessageUpdate::Reaction {
+                    target,
+                    emoji,
+                    added: true,
+                } => {
+                    format!("{who} reacted {emoji} to [{target}]")
+                }
+                MessageUpdate::Reaction {
+                    target,
+                    emoji,
+                    added: false,
+                } => {
+                    format!("{who} removed {emoji} from [{target}]")
+                }
+                MessageUpdate::Pinned {
+                    target,
+                    pinned: true,
+                } => format!("{who} pinned [{target}]"),
+                MessageUpdate::Pinned {
+                    target,
+                    pinned: false,
+                } => format!("{who} unpinned [{target}]"),
+            };
+            (text, true)
         }
     }
 }

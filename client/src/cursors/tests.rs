@@ -25,6 +25,10 @@ fn message(conversation: &ConversationId, seq: u64) -> Message {
         client_msg_id: format!("m-{seq}").parse().unwrap(),
         sent_at_ms: 1_700_000_000_000_u64.saturating_add(seq),
         body: MessageBody::Text(format!("message {seq}")),
+        reply_to: None,
+        forwarded_from: None,
+        edited_at_ms: None,
+        reactions: Vec::new(),
     }
 }
 

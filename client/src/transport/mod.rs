@@ -325,6 +325,7 @@ pub(crate) fn unexpected(what: &str, response: &Response) -> ClientError {
         Response::Done => "Done",
         Response::Error(_) => "Error",
         Response::Heads { .. } => "Heads",
+        Response::Pinned(_) => "Pinned",
     };
     ClientError::Protocol(format!("unexpected {kind} response to {what}"))
 }

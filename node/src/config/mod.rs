@@ -112,6 +112,9 @@ pub struct LimitsSection {
     pub user_conversations_max: usize,
     /// How long a session waits for the actor that owns the data to answer.
     pub actor_call_timeout_ms: u64,
+    /// How long after sending a message its sender may edit or delete it (owners of a group may
+    /// delete any message at any time).
+    pub edit_window_ms: u64,
 }
 
 /// `[auth]`: client tokens.
@@ -165,6 +168,8 @@ pub const CONVERSATION_IDLE_MS_DEFAULT: u64 = 60_000;
 pub const USER_CONVERSATIONS_MAX_DEFAULT: usize = 10_000;
 /// Ten seconds: far above a commit (~ms); reaching it means the node is in trouble.
 pub const ACTOR_CALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Two days, like Telegram's edit window in groups.
+pub const EDIT_WINDOW_MS_DEFAULT: u64 = 48 * 3600 * 1000;
 /// Four MiB, see `ServerSection::udp_buffer_bytes`.
 pub const UDP_BUFFER_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 /// quinn's own default; clients send keep-alives at a third of it.
@@ -223,6 +228,7 @@ impl Default for LimitsSection {
             conversation_idle_ms: CONVERSATION_IDLE_MS_DEFAULT,
             user_conversations_max: USER_CONVERSATIONS_MAX_DEFAULT,
             actor_call_timeout_ms: ACTOR_CALL_TIMEOUT_MS_DEFAULT,
+            edit_window_ms: EDIT_WINDOW_MS_DEFAULT,
         }
     }
 }

@@ -23,7 +23,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
 use self::rate::RateLimiter;
-use crate::actors::conversation::ConversationMsg;
+use crate::actors::conversation::core::Draft;
+use crate::actors::conversation::{ConversationMsg, UpdateRequest};
 use crate::actors::relay::{Outbox, RelayMsg, SessionId};
 use crate::node::NodeContext;
 
@@ -224,7 +225,14 @@ impl SessionState {
             .request_limiter
             .try_acquire(now)
             .and_then(|()| match request {
-                Request::Send { .. } => self.limiter.try_acquire(now),
+                // Everything that appends to a sequence counts as a message.
+                Request::Send { .. }
+                | Request::Reply { .. }
+                | Request::Edit { .. }
+                | Request::Delete { .. }
+                | Request::React { .. }
+                | Request::Pin { .. }
+                | Request::Forward { .. } => self.limiter.try_acquire(now),
                 _ => Ok(()),
             });
         if let Err(wait) = admitted {
@@ -258,7 +266,7 @@ impl SessionState {
                     let message = ConversationMsg::Send {
                         sender: user.clone(),
                         client_msg_id,
-                        text,
+                        draft: Draft::text(text),
                         received: Instant::now(),
                         reply,
                     };
@@ -363,6 +371,119 @@ impl SessionState {
                 ctx.send_to_conversation(&ConversationId::Group(group), message)
                     .await;
             }
+            Request::Reply {
+                conversation,
+                client_msg_id,
+                reply_to,
+                text,
+            } => match resolve(&conversation) {
+                Err(code) => {
+                    let _ = reply.send(Response::Error(code));
+                }
+                Ok(id) => {
+                    let draft = Draft {
+                        reply_to: Some(reply_to),
+                        ..Draft::text(text)
+                    };
+                    let message = ConversationMsg::Send {
+                        sender: user.clone(),
+                        client_msg_id,
+                        draft,
+                        received: Instant::now(),
+                        reply,
+                    };
+                    ctx.send_to_conversation(&id, message).await;
+                }
+            },
+            Request::Edit {
+                conversation,
+                client_msg_id,
+                target,
+                text,
+            } => {
+                self.update(
+                    &conversation,
+                    client_msg_id,
+                    target,
+                    UpdateRequest::Edit { text },
+                    reply,
+                )
+                .await;
+            }
+            Request::Delete {
+                conversation,
+                client_msg_id,
+                target,
+            } => {
+                self.update(
+                    &conversation,
+                    client_msg_id,
+                    target,
+                    UpdateRequest::Delete,
+                    reply,
+                )
+                .await;
+            }
+            Request::React {
+                conversation,
+                client_msg_id,
+                target,
+                emoji,
+                add,
+            } => {
+                let change = UpdateRequest::React { emoji, add };
+                self.update(&conversation, client_msg_id, target, change, reply)
+                    .await;
+            }
+            Request::Pin {
+                conversation,
+                client_msg_id,
+                target,
+                pinned,
+            } => {
+                self.update(
+                    &conversation,
+                    client_msg_id,
+                    target,
+                    UpdateRequest::Pin { pinned },
+                    reply,
+                )
+                .await;
+            }
+            Request::Pinned { conversation } => match resolve(&conversation) {
+                Err(code) => {
+                    let _ = reply.send(Response::Error(code));
+                }
+                Ok(id) => {
+                    ctx.send_to_conversation(
+                        &id,
+                        ConversationMsg::Pinned {
+                            user: user.clone(),
+                            reply,
+                        },
+                    )
+                    .await
+                }
+            },
+            Request::Forward {
+                from,
+                seq,
+                to,
+                client_msg_id,
+            } => {
+                let (from, to) = match (resolve(&from), resolve(&to)) {
+                    (Ok(from), Ok(to)) => (from, to),
+                    (Err(code), _) | (_, Err(code)) => {
+                        let _ = reply.send(Response::Error(code));
+                        return;
+                    }
+                };
+                // Two actors in turn (read, then append): beside the session, like Sync.
+                tokio::spawn(async move {
+                    let response = forward(&ctx, user, from, seq, to, client_msg_id).await;
+                    let _ = reply.send(response);
+                });
+            }
             Request::Heads { after } => {
                 // Index reads of committed data, bounded by HEADS_MAX: cheap enough inline.
                 let _ = reply.send(sync::heads(&ctx, &user, after.as_ref()));
@@ -375,6 +496,101 @@ impl SessionState {
                     let _ = reply.send(response);
                 });
             }
+        }
+    }
+}
+
+impl SessionState {
+    async fn update(
+        &self,
+        conversation: &ConversationRef,
+        client_msg_id: piazza_protocol::ClientMsgId,
+        target: piazza_protocol::Seq,
+        change: UpdateRequest,
+        reply: RpcReplyPort<Response>,
+    ) {
+        match conversation.resolve(&self.user) {
+            Err(e) => {
+                let _ = reply.send(Response::Error(ErrorCode::invalid(
+                    "conversation",
+                    e.to_string(),
+                )));
+            }
+            Ok(id) => {
+                let message = ConversationMsg::Update {
+                    user: self.user.clone(),
+                    client_msg_id,
+                    target,
+                    change,
+                    reply,
+                };
+                self.ctx.send_to_conversation(&id, message).await;
+            }
+        }
+    }
+}
+
+/// Forwards message `seq` of `from` into `to`: reads it through `from`'s actor (which checks the
+/// user may read it), then appends a copy to `to` naming its origin.
+async fn forward(
+    ctx: &Arc<NodeContext>,
+    user: UserId,
+    from: ConversationId,
+    seq: piazza_protocol::Seq,
+    to: ConversationId,
+    client_msg_id: piazza_protocol::ClientMsgId,
+) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ctx.send_to_conversation(
+        &from,
+        ConversationMsg::Read {
+            user: user.clone(),
+            seq,
+            reply: tx.into(),
+        },
+    )
+    .await;
+    let original = match tokio::time::timeout(call_timeout(ctx), rx).await {
+        Ok(Ok(Ok(message))) => message,
+        Ok(Ok(Err(code))) => return Response::Error(code),
+        Ok(Err(_)) | Err(_) => {
+            return Response::Error(ErrorCode::unavailable("conversation did not answer"));
+        }
+    };
+    if !matches!(original.body, piazza_protocol::MessageBody::Text(_)) {
+        return Response::Error(ErrorCode::invalid(
+            "seq",
+            "only text messages can be forwarded",
+        ));
+    }
+    // A forward of a forward names the first origin.
+    let origin = original
+        .forwarded_from
+        .clone()
+        .unwrap_or(piazza_protocol::ForwardedFrom {
+            conversation: original.conversation.clone(),
+            seq: original.seq,
+            sender: original.sender.clone(),
+            sent_at_ms: original.sent_at_ms,
+        });
+    let draft = Draft {
+        body: original.body,
+        reply_to: None,
+        forwarded_from: Some(origin),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let message = ConversationMsg::Send {
+        sender: user,
+        client_msg_id,
+        draft,
+        received: Instant::now(),
+        reply: tx.into(),
+    };
+    ctx.send_to_conversation(&to, message).await;
+    match tokio::time::timeout(call_timeout(ctx), rx).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) | Err(_) => {
+            Response::Error(ErrorCode::unavailable("conversation did not answer"))
         }
     }
 }

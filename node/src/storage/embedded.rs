@@ -35,6 +35,11 @@ const USER_CONVERSATIONS: TableDefinition<(&str, &str), u8> =
 /// (conversation, user) → (delivered, read).
 const RECEIPTS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("receipts");
 
+/// (conversation, seq, emoji, user) → 0: who reacted how.
+const REACTIONS: TableDefinition<(&str, u64, &str, &str), u8> = TableDefinition::new("reactions");
+/// (conversation, seq) → pin time (ms): pinned messages, ordered by pin time when read.
+const PINS: TableDefinition<(&str, u64), u64> = TableDefinition::new("pins");
+
 /// Name of the database file inside the data directory.
 pub(crate) const DB_FILE_NAME: &str = "piazza.redb";
 
@@ -83,6 +88,8 @@ impl EmbeddedStorage {
         txn.open_table(MEMBERS).map_err(engine)?;
         txn.open_table(USER_CONVERSATIONS).map_err(engine)?;
         txn.open_table(RECEIPTS).map_err(engine)?;
+        txn.open_table(REACTIONS).map_err(engine)?;
+        txn.open_table(PINS).map_err(engine)?;
         txn.commit().map_err(engine)?;
 
         let db = Arc::new(db);
@@ -172,6 +179,53 @@ impl Storage for EmbeddedStorage {
             members.push((user, Role::from_byte(v.value())?));
         }
         Ok(members)
+    }
+
+    fn message(
+        &self,
+        conversation: &ConversationId,
+        seq: Seq,
+    ) -> Result<Option<Message>, StorageError> {
+        let key = conversation.to_string();
+        let txn = self.db()?.begin_read().map_err(engine)?;
+        let table = txn.open_table(MESSAGES).map_err(engine)?;
+        match table.get((key.as_str(), seq.get())).map_err(engine)? {
+            Some(row) => Ok(Some(decode_message_row(row.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn has_reacted(
+        &self,
+        conversation: &ConversationId,
+        target: Seq,
+        emoji: &str,
+        user: &UserId,
+    ) -> Result<bool, StorageError> {
+        let key = conversation.to_string();
+        let txn = self.db()?.begin_read().map_err(engine)?;
+        let table = txn.open_table(REACTIONS).map_err(engine)?;
+        Ok(table
+            .get((key.as_str(), target.get(), emoji, user.as_str()))
+            .map_err(engine)?
+            .is_some())
+    }
+
+    fn pinned(&self, conversation: &ConversationId, max: usize) -> Result<Vec<Seq>, StorageError> {
+        let key = conversation.to_string();
+        let txn = self.db()?.begin_read().map_err(engine)?;
+        let table = txn.open_table(PINS).map_err(engine)?;
+        let mut pins = Vec::new();
+        for item in table
+            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+            .map_err(engine)?
+            .take(max)
+        {
+            let (k, v) = item.map_err(engine)?;
+            pins.push((v.value(), Seq::new(k.value().1)));
+        }
+        pins.sort();
+        Ok(pins.into_iter().map(|(_, seq)| seq).collect())
     }
 
     fn last_seq(&self, conversation: &ConversationId) -> Result<Seq, StorageError> {
@@ -404,6 +458,9 @@ impl Writer {
             let mut members = txn.open_table(MEMBERS).map_err(engine)?;
             let mut index = txn.open_table(USER_CONVERSATIONS).map_err(engine)?;
             let mut receipts = txn.open_table(RECEIPTS).map_err(engine)?;
+            let mut reactions = txn.open_table(REACTIONS).map_err(engine)?;
+            let mut pins = txn.open_table(PINS).map_err(engine)?;
+            let mut pin_clock = crate::node::now_ms();
             for write in batches.iter().flat_map(|(writes, _)| writes) {
                 match write {
                     Write::Message(message) => {
@@ -447,6 +504,36 @@ impl Writer {
                         index
                             .insert((user.as_str(), conv.as_str()), 0)
                             .map_err(engine)?;
+                    }
+                    Write::Reaction {
+                        conversation,
+                        target,
+                        emoji,
+                        user,
+                        added,
+                    } => {
+                        let conv = conversation.to_string();
+                        let key = (conv.as_str(), target.get(), emoji.as_str(), user.as_str());
+                        if *added {
+                            reactions.insert(key, 0).map_err(engine)?;
+                        } else {
+                            reactions.remove(key).map_err(engine)?;
+                        }
+                    }
+                    Write::Pin {
+                        conversation,
+                        target,
+                        pinned,
+                    } => {
+                        let conv = conversation.to_string();
+                        if *pinned {
+                            // Strictly increasing within a commit so pin order is kept.
+                            pin_clock += 1;
+                            pins.insert((conv.as_str(), target.get()), pin_clock)
+                                .map_err(engine)?;
+                        } else {
+                            pins.remove((conv.as_str(), target.get())).map_err(engine)?;
+                        }
                     }
                     Write::Receipt {
                         conversation,

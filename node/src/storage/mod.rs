@@ -138,6 +138,28 @@ pub enum Write {
         /// The conversation.
         conversation: ConversationId,
     },
+    /// Record (or remove) `user`'s reaction `emoji` on message `target`.
+    Reaction {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message.
+        target: Seq,
+        /// The emoji.
+        emoji: String,
+        /// Who.
+        user: UserId,
+        /// Added or removed.
+        added: bool,
+    },
+    /// Pin or unpin message `target`.
+    Pin {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message.
+        target: Seq,
+        /// Pinned or not.
+        pinned: bool,
+    },
     /// A member's receipt positions.
     Receipt {
         /// The conversation.
@@ -172,6 +194,25 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// The highest stored seq of a conversation (`Seq::ZERO` if it has no messages).
     fn last_seq(&self, conversation: &ConversationId) -> Result<Seq, StorageError>;
+
+    /// One message, if stored.
+    fn message(
+        &self,
+        conversation: &ConversationId,
+        seq: Seq,
+    ) -> Result<Option<Message>, StorageError>;
+
+    /// Whether `user` has reacted to message `target` with `emoji`.
+    fn has_reacted(
+        &self,
+        conversation: &ConversationId,
+        target: Seq,
+        emoji: &str,
+        user: &UserId,
+    ) -> Result<bool, StorageError>;
+
+    /// Pinned messages of a conversation, oldest pin first, at most `max`.
+    fn pinned(&self, conversation: &ConversationId, max: usize) -> Result<Vec<Seq>, StorageError>;
 
     /// Up to `limit` messages with seq below `before` (or the newest), in ascending seq, and
     /// whether older ones exist.

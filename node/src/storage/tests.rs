@@ -22,6 +22,10 @@ fn message(conversation: &ConversationId, seq: u64) -> Message {
         client_msg_id: format!("c{seq}").parse().unwrap(),
         sent_at_ms: 1000 + seq,
         body: MessageBody::Text(format!("message {seq}")),
+        reply_to: None,
+        forwarded_from: None,
+        edited_at_ms: None,
+        reactions: Vec::new(),
     }
 }
 

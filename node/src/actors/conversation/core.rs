@@ -6,9 +6,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use piazza_protocol::limits::{PINNED_MAX, REACTIONS_DISTINCT_MAX};
 use piazza_protocol::{
-    ClientMsgId, ConversationId, ErrorCode, GroupId, Message, MessageBody, ReceiptKind,
-    ReceiptState, SendAck, Seq, SystemEvent, UserId,
+    ClientMsgId, ConversationId, ErrorCode, ForwardedFrom, GroupId, Message, MessageBody,
+    MessageUpdate, ReactionCount, ReceiptKind, ReceiptState, SendAck, Seq, SystemEvent, UserId,
 };
 
 use crate::storage::{GroupRecord, Role, Write};
@@ -39,6 +40,7 @@ pub(crate) struct ConversationCore {
     last_seq: Seq,
     dedup: DedupWindow,
     receipts: HashMap<UserId, (Seq, Seq)>,
+    pinned: Vec<Seq>,
 }
 
 /// The outcome of a send that passed every check.
@@ -64,6 +66,46 @@ pub(crate) struct Restored {
     /// The most recent messages, ascending, to rebuild the deduplication window.
     pub(crate) recent: Vec<Message>,
     pub(crate) receipts: Vec<ReceiptState>,
+    /// Pinned seqs, oldest pin first.
+    pub(crate) pinned: Vec<Seq>,
+}
+
+/// The content of a new message.
+#[derive(Debug)]
+pub(crate) struct Draft {
+    pub(crate) body: MessageBody,
+    pub(crate) reply_to: Option<Seq>,
+    pub(crate) forwarded_from: Option<ForwardedFrom>,
+}
+
+impl Draft {
+    /// A plain text message.
+    pub(crate) fn text(text: String) -> Draft {
+        Draft {
+            body: MessageBody::Text(text),
+            reply_to: None,
+            forwarded_from: None,
+        }
+    }
+}
+
+/// A change to an existing message.
+#[derive(Clone, Debug)]
+pub(crate) enum Change {
+    Edit {
+        text: String,
+    },
+    Delete,
+    /// `already` is whether the user has reacted with this emoji before (the actor reads it from
+    /// storage, keeping the core free of I/O).
+    React {
+        emoji: String,
+        add: bool,
+        already: bool,
+    },
+    Pin {
+        pinned: bool,
+    },
 }
 
 impl ConversationCore {
@@ -109,6 +151,7 @@ impl ConversationCore {
             last_seq: restored.last_seq,
             dedup,
             receipts,
+            pinned: restored.pinned,
         }
     }
 
@@ -150,33 +193,31 @@ impl ConversationCore {
         }
     }
 
-    /// A user sends a text message.
+    /// A user sends a new message.
     pub(crate) fn handle_send(
         &mut self,
         sender: &UserId,
         client_msg_id: ClientMsgId,
-        text: String,
+        draft: Draft,
         now_ms: u64,
     ) -> Result<SendOutcome, ErrorCode> {
         self.authorize(sender)?;
-        let key = (sender.clone(), client_msg_id);
-        if let Some(&(seq, sent_at_ms)) = self.dedup.get(&key) {
-            return Ok(SendOutcome::Duplicate {
-                ack: SendAck {
-                    conversation: self.id.clone(),
-                    seq,
-                    client_msg_id: key.1,
-                    sent_at_ms,
-                    duplicate: true,
-                },
-            });
+        if let Some(ack) = self.duplicate(sender, &client_msg_id) {
+            return Ok(SendOutcome::Duplicate { ack });
         }
-        let (message, mut writes) = self.append(
-            sender.clone(),
-            key.1.clone(),
-            MessageBody::Text(text),
-            now_ms,
-        )?;
+        if let Some(target) = draft.reply_to {
+            if target == Seq::ZERO || target > self.last_seq {
+                return Err(ErrorCode::invalid(
+                    "reply_to",
+                    "no such message in this conversation",
+                ));
+            }
+        }
+        // The append's own write is rebuilt below, once the message carries its reply and origin.
+        let (mut message, _) = self.append(sender.clone(), client_msg_id, draft.body, now_ms)?;
+        message.reply_to = draft.reply_to;
+        message.forwarded_from = draft.forwarded_from;
+        let mut writes = vec![Write::Message(message.clone())];
         if matches!(self.kind, Kind::Direct) && message.seq == Seq::new(1) {
             // The first message makes the conversation appear in both users' Sync.
             for user in self.members.iter() {
@@ -186,19 +227,202 @@ impl ConversationCore {
                 });
             }
         }
-        self.dedup.insert(key, (message.seq, now_ms));
+        Ok(self.outcome(message, writes))
+    }
+
+    /// A user changes an existing message (`target`, as stored, or `None` if there is none):
+    /// edit, delete, react, pin. Returns `Ok(None)` when nothing changes (a reaction that is
+    /// already there, a pin already set). Otherwise the outcome carries the update entry
+    /// (appended to the sequence) and the rewritten target.
+    pub(crate) fn handle_update(
+        &mut self,
+        user: &UserId,
+        client_msg_id: ClientMsgId,
+        target: Option<Message>,
+        change: Change,
+        now_ms: u64,
+        edit_window_ms: u64,
+    ) -> Result<Option<SendOutcome>, ErrorCode> {
+        self.authorize(user)?;
+        if let Some(ack) = self.duplicate(user, &client_msg_id) {
+            return Ok(Some(SendOutcome::Duplicate { ack }));
+        }
+        let mut target = target.ok_or(ErrorCode::NotFound)?;
+        if !matches!(target.body, MessageBody::Text(_)) {
+            return Err(ErrorCode::invalid(
+                "target",
+                "only text messages can be changed",
+            ));
+        }
+        let within_window = now_ms.saturating_sub(target.sent_at_ms) <= edit_window_ms;
+        let is_moderator = self.is_moderator(user);
+        let (update, extra) = match change {
+            Change::Edit { text } => {
+                if &target.sender != user {
+                    return Err(ErrorCode::Forbidden);
+                }
+                if !within_window {
+                    return Err(ErrorCode::Conflict {
+                        reason: "the edit window has passed".into(),
+                    });
+                }
+                target.body = MessageBody::Text(text.clone());
+                target.edited_at_ms = Some(now_ms);
+                (
+                    MessageUpdate::Edited {
+                        target: target.seq,
+                        text,
+                    },
+                    None,
+                )
+            }
+            Change::Delete => {
+                let own = &target.sender == user && within_window;
+                if !own && !is_moderator {
+                    return Err(ErrorCode::Forbidden);
+                }
+                target.body = MessageBody::Deleted;
+                target.reactions.clear();
+                target.reply_to = None;
+                target.forwarded_from = None;
+                (MessageUpdate::Deleted { target: target.seq }, None)
+            }
+            Change::React {
+                emoji,
+                add,
+                already,
+            } => {
+                if add == already {
+                    return Ok(None);
+                }
+                let position = target.reactions.iter().position(|r| r.emoji == emoji);
+                match (add, position) {
+                    (true, Some(i)) => {
+                        target.reactions[i].count = target.reactions[i].count.saturating_add(1)
+                    }
+                    (true, None) => {
+                        if target.reactions.len() >= REACTIONS_DISTINCT_MAX {
+                            return Err(ErrorCode::TooLarge {
+                                what: "distinct reactions".into(),
+                                limit: REACTIONS_DISTINCT_MAX as u64,
+                            });
+                        }
+                        target.reactions.push(ReactionCount {
+                            emoji: emoji.clone(),
+                            count: 1,
+                        });
+                    }
+                    (false, Some(i)) => {
+                        target.reactions[i].count = target.reactions[i].count.saturating_sub(1);
+                        if target.reactions[i].count == 0 {
+                            target.reactions.remove(i);
+                        }
+                    }
+                    // The user's reaction is recorded but the count is not: repair by not counting.
+                    (false, None) => {}
+                }
+                let write = Write::Reaction {
+                    conversation: self.id.clone(),
+                    target: target.seq,
+                    emoji: emoji.clone(),
+                    user: user.clone(),
+                    added: add,
+                };
+                (
+                    MessageUpdate::Reaction {
+                        target: target.seq,
+                        emoji,
+                        added: add,
+                    },
+                    Some(write),
+                )
+            }
+            Change::Pin { pinned } => {
+                if matches!(self.kind, Kind::Group { .. }) && !is_moderator {
+                    return Err(ErrorCode::Forbidden);
+                }
+                let is_pinned = self.pinned.contains(&target.seq);
+                if pinned == is_pinned {
+                    return Ok(None);
+                }
+                if pinned {
+                    if self.pinned.len() >= PINNED_MAX {
+                        return Err(ErrorCode::TooLarge {
+                            what: "pinned messages".into(),
+                            limit: PINNED_MAX as u64,
+                        });
+                    }
+                    self.pinned.push(target.seq);
+                } else {
+                    self.pinned.retain(|s| *s != target.seq);
+                }
+                let write = Write::Pin {
+                    conversation: self.id.clone(),
+                    target: target.seq,
+                    pinned,
+                };
+                (
+                    MessageUpdate::Pinned {
+                        target: target.seq,
+                        pinned,
+                    },
+                    Some(write),
+                )
+            }
+        };
+        let (message, mut writes) = self.append(
+            user.clone(),
+            client_msg_id,
+            MessageBody::Update(update),
+            now_ms,
+        )?;
+        writes.push(Write::Message(target));
+        writes.extend(extra);
+        Ok(Some(self.outcome(message, writes)))
+    }
+
+    /// Pinned seqs, oldest pin first.
+    pub(crate) fn pinned(&self) -> &[Seq] {
+        &self.pinned
+    }
+
+    /// Whether `user` may moderate: the owner of a group.
+    fn is_moderator(&self, user: &UserId) -> bool {
+        match &self.kind {
+            Kind::Group { roles, .. } => matches!(roles.get(user), Some(Role::Owner)),
+            Kind::Direct => false,
+        }
+    }
+
+    fn duplicate(&self, sender: &UserId, client_msg_id: &ClientMsgId) -> Option<SendAck> {
+        let key = (sender.clone(), client_msg_id.clone());
+        self.dedup.get(&key).map(|&(seq, sent_at_ms)| SendAck {
+            conversation: self.id.clone(),
+            seq,
+            client_msg_id: client_msg_id.clone(),
+            sent_at_ms,
+            duplicate: true,
+        })
+    }
+
+    /// Records the new entry for deduplication and builds its ack.
+    fn outcome(&mut self, message: Message, writes: Vec<Write>) -> SendOutcome {
+        self.dedup.insert(
+            (message.sender.clone(), message.client_msg_id.clone()),
+            (message.seq, message.sent_at_ms),
+        );
         let ack = SendAck {
             conversation: self.id.clone(),
             seq: message.seq,
             client_msg_id: message.client_msg_id.clone(),
-            sent_at_ms: now_ms,
+            sent_at_ms: message.sent_at_ms,
             duplicate: false,
         };
-        Ok(SendOutcome::Append {
+        SendOutcome::Append {
             message,
             writes,
             ack,
-        })
+        }
     }
 
     /// Takes back the most recent append because it could not be submitted to storage, so the
@@ -339,6 +563,10 @@ impl ConversationCore {
             client_msg_id,
             sent_at_ms: now_ms,
             body,
+            reply_to: None,
+            forwarded_from: None,
+            edited_at_ms: None,
+            reactions: Vec::new(),
         };
         let writes = vec![Write::Message(message.clone())];
         Ok((message, writes))

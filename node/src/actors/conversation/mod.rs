@@ -22,7 +22,7 @@ use piazza_protocol::{
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
-use self::core::{ConversationCore, Restored, SendOutcome};
+use self::core::{Change, ConversationCore, Draft, Restored, SendOutcome};
 use crate::actors::relay::RelayMsg;
 use crate::node::NodeContext;
 use crate::storage::{StorageError, Write};
@@ -31,12 +31,31 @@ use crate::storage::{StorageError, Write};
 /// once, with data (errors included).
 #[derive(Debug)]
 pub(crate) enum ConversationMsg {
-    /// Append a text message.
+    /// Append a new message.
     Send {
         sender: UserId,
         client_msg_id: ClientMsgId,
-        text: String,
+        draft: Draft,
         received: Instant,
+        reply: RpcReplyPort<Response>,
+    },
+    /// Change an existing message (edit, delete, react, pin).
+    Update {
+        user: UserId,
+        client_msg_id: ClientMsgId,
+        target: Seq,
+        change: UpdateRequest,
+        reply: RpcReplyPort<Response>,
+    },
+    /// One message, for forwarding.
+    Read {
+        user: UserId,
+        seq: Seq,
+        reply: RpcReplyPort<Result<Message, ErrorCode>>,
+    },
+    /// The pinned messages.
+    Pinned {
+        user: UserId,
         reply: RpcReplyPort<Response>,
     },
     /// A page of history.
@@ -90,6 +109,8 @@ impl ConversationMsg {
     pub(crate) fn fail(self, code: ErrorCode) {
         match self {
             ConversationMsg::Send { reply, .. }
+            | ConversationMsg::Update { reply, .. }
+            | ConversationMsg::Pinned { reply, .. }
             | ConversationMsg::History { reply, .. }
             | ConversationMsg::Receipt { reply, .. }
             | ConversationMsg::Receipts { reply, .. }
@@ -100,11 +121,23 @@ impl ConversationMsg {
             ConversationMsg::ReadAfter { reply, .. } => {
                 let _ = reply.send(Err(code));
             }
+            ConversationMsg::Read { reply, .. } => {
+                let _ = reply.send(Err(code));
+            }
             ConversationMsg::Typing { .. }
             | ConversationMsg::CommitFailed
             | ConversationMsg::IdleCheck => {}
         }
     }
+}
+
+/// A requested change, before the actor has looked up what it needs from storage.
+#[derive(Clone, Debug)]
+pub(crate) enum UpdateRequest {
+    Edit { text: String },
+    Delete,
+    React { emoji: String, add: bool },
+    Pin { pinned: bool },
 }
 
 /// The conversation actor.
@@ -155,7 +188,9 @@ impl Actor for ConversationActor {
         let last_seq = storage.last_seq(&id)?;
         let (recent, _) = storage.messages_before(&id, None, limits.dedup_window_max)?;
         let receipts = storage.receipts(&id)?;
+        let pinned = storage.pinned(&id, piazza_protocol::limits::PINNED_MAX)?;
         let restored = Restored {
+            pinned,
             group,
             members,
             last_seq,
@@ -215,11 +250,56 @@ impl Actor for ConversationActor {
             ConversationMsg::Send {
                 sender,
                 client_msg_id,
-                text,
+                draft,
                 received,
                 reply,
             } => {
-                state.handle_send(&myself, sender, client_msg_id, text, received, reply);
+                let outcome =
+                    state
+                        .core
+                        .handle_send(&sender, client_msg_id, draft, crate::node::now_ms());
+                state.execute(&myself, outcome, received, reply);
+            }
+            ConversationMsg::Update {
+                user,
+                client_msg_id,
+                target,
+                change,
+                reply,
+            } => {
+                let received = Instant::now();
+                let outcome = state.handle_update(user, client_msg_id, target, change);
+                match outcome {
+                    Ok(None) => {
+                        let _ = reply.send(Response::Done);
+                    }
+                    Ok(Some(outcome)) => state.execute(&myself, Ok(outcome), received, reply),
+                    Err(code) => state.execute(&myself, Err(code), received, reply),
+                }
+            }
+            ConversationMsg::Read { user, seq, reply } => {
+                let result = state.core.authorize(&user).and_then(|()| {
+                    state
+                        .ctx
+                        .storage
+                        .message(state.core.id(), seq)
+                        .map_err(|e| e.to_error_code())?
+                        .ok_or(ErrorCode::NotFound)
+                });
+                let _ = reply.send(result);
+            }
+            ConversationMsg::Pinned { user, reply } => {
+                let result = state.core.authorize(&user).and_then(|()| {
+                    let mut messages = Vec::new();
+                    for seq in state.core.pinned() {
+                        let stored = state.ctx.storage.message(state.core.id(), *seq);
+                        if let Some(message) = stored.map_err(|e| e.to_error_code())? {
+                            messages.push(message);
+                        }
+                    }
+                    Ok(messages)
+                });
+                let _ = reply.send(result.map_or_else(Response::Error, Response::Pinned));
             }
             ConversationMsg::History {
                 user,
@@ -359,19 +439,15 @@ impl Actor for ConversationActor {
 }
 
 impl ConversationState {
-    fn handle_send(
+    /// Executes the outcome of a send or an update: persist, then ack and fan out.
+    fn execute(
         &mut self,
         myself: &ActorRef<ConversationMsg>,
-        sender: UserId,
-        client_msg_id: ClientMsgId,
-        text: String,
+        outcome: Result<SendOutcome, ErrorCode>,
         received: Instant,
         reply: RpcReplyPort<Response>,
     ) {
-        match self
-            .core
-            .handle_send(&sender, client_msg_id, text, crate::node::now_ms())
-        {
+        match outcome {
             Err(code) => {
                 let _ = reply.send(Response::Error(code));
             }
@@ -410,6 +486,46 @@ impl ConversationState {
                 }
             }
         }
+    }
+
+    /// Looks up what an update needs from storage (the target, whether the user already reacted)
+    /// and runs it through the core.
+    fn handle_update(
+        &mut self,
+        user: UserId,
+        client_msg_id: ClientMsgId,
+        target: Seq,
+        change: UpdateRequest,
+    ) -> Result<Option<SendOutcome>, ErrorCode> {
+        self.core.authorize(&user)?;
+        let storage = &self.ctx.storage;
+        let stored = storage
+            .message(self.core.id(), target)
+            .map_err(|e| e.to_error_code())?;
+        let change = match change {
+            UpdateRequest::Edit { text } => Change::Edit { text },
+            UpdateRequest::Delete => Change::Delete,
+            UpdateRequest::Pin { pinned } => Change::Pin { pinned },
+            UpdateRequest::React { emoji, add } => {
+                let already = storage
+                    .has_reacted(self.core.id(), target, &emoji, &user)
+                    .map_err(|e| e.to_error_code())?;
+                Change::React {
+                    emoji,
+                    add,
+                    already,
+                }
+            }
+        };
+        let window = self.ctx.config.limits.edit_window_ms;
+        self.core.handle_update(
+            &user,
+            client_msg_id,
+            stored,
+            change,
+            crate::node::now_ms(),
+            window,
+        )
     }
 
     fn handle_receipt(

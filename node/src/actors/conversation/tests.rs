@@ -242,3 +242,10 @@ fn receipts_only_move_forward() {
         Some(ErrorCode::Forbidden)
     );
 }
+
+impl From<&str> for super::core::Draft {
+    /// Tests write drafts as plain text.
+    fn from(text: &str) -> Self {
+        super::core::Draft::text(text.to_owned())
+    }
+}
