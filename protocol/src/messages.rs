@@ -478,9 +478,6 @@ pub enum SystemEvent {
 }
 
 /// Pushed by the node on the connection's event stream.
-// Nearly every event is a message, so boxing the large variant would add an allocation to the
-// common case to save bytes in the rare one.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A new message in one of the user's conversations (also the user's own, for other devices).

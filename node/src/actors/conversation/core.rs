@@ -205,13 +205,13 @@ impl ConversationCore {
         if let Some(ack) = self.duplicate(sender, &client_msg_id) {
             return Ok(SendOutcome::Duplicate { ack });
         }
-        if let Some(target) = draft.reply_to {
-            if target == Seq::ZERO || target > self.last_seq {
-                return Err(ErrorCode::invalid(
-                    "reply_to",
-                    "no such message in this conversation",
-                ));
-            }
+        if let Some(target) = draft.reply_to
+            && (target == Seq::ZERO || target > self.last_seq)
+        {
+            return Err(ErrorCode::invalid(
+                "reply_to",
+                "no such message in this conversation",
+            ));
         }
         // The append's own write is rebuilt below, once the message carries its reply and origin.
         let (mut message, _) = self.append(sender.clone(), client_msg_id, draft.body, now_ms)?;
