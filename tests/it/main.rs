@@ -6,4 +6,5 @@ mod admin;
 mod bad_input;
 mod chat;
 mod durability;
+mod features;
 mod groups;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use piazza_client::{
     Client, ClientConfig, ClientError, ClientEvent, ClientMsgId, ConversationId, ConversationRef,
     DeviceId, EventStart, GroupId, Message, MessageBody, MessageUpdate, ReceiptKind, ReceiptState,
@@ -89,6 +89,69 @@ enum Command {
         /// Id for this message; sending again with the same id does not duplicate it.
         #[arg(long)]
         client_msg_id: Option<ClientMsgId>,
+        /// Reply to (quote) this message of the conversation.
+        #[arg(long)]
+        reply_to: Option<u64>,
+    },
+    /// React to a message (or remove the reaction with --remove).
+    React {
+        #[command(flatten)]
+        target: Target,
+        /// The message.
+        seq: u64,
+        /// The emoji.
+        emoji: String,
+        /// Remove the reaction instead of adding it.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Edit the text of your own message.
+    Edit {
+        #[command(flatten)]
+        target: Target,
+        /// The message.
+        seq: u64,
+        /// The new text.
+        text: String,
+    },
+    /// Delete a message for everyone.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        /// The message.
+        seq: u64,
+    },
+    /// Pin a message (or unpin it with --unpin).
+    Pin {
+        #[command(flatten)]
+        target: Target,
+        /// The message.
+        seq: u64,
+        /// Unpin instead of pinning.
+        #[arg(long)]
+        unpin: bool,
+    },
+    /// Print the pinned messages of a conversation.
+    Pinned {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Forward a message into another conversation.
+    Forward {
+        #[command(flatten)]
+        target: Target,
+        /// The message to forward.
+        seq: u64,
+        /// Forward to this user's direct conversation.
+        #[arg(
+            long,
+            conflicts_with = "to_group",
+            required_unless_present = "to_group"
+        )]
+        to: Option<UserId>,
+        /// Forward to this group.
+        #[arg(long)]
+        to_group: Option<GroupId>,
     },
     /// Print the direct conversation with a user, oldest first.
     History {
@@ -134,6 +197,28 @@ enum Command {
     },
 }
 
+/// Which conversation: the direct one with a user, or a group.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct Target {
+    /// The direct conversation with this user.
+    #[arg(long = "with")]
+    with: Option<UserId>,
+    /// A group (123 or g:123).
+    #[arg(long)]
+    group: Option<GroupId>,
+}
+
+impl Target {
+    fn conversation(self) -> Result<ConversationRef> {
+        match (self.with, self.group) {
+            (Some(peer), _) => Ok(ConversationRef::Direct { peer }),
+            (None, Some(group)) => Ok(ConversationRef::Group(group)),
+            (None, None) => bail!("give --with USER or --group GROUP"),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum GroupCommand {
     /// Create a group with you as owner; prints its id.
@@ -153,6 +238,9 @@ enum GroupCommand {
         /// Id for this message; sending again with the same id does not duplicate it.
         #[arg(long)]
         client_msg_id: Option<ClientMsgId>,
+        /// Reply to (quote) this message of the group.
+        #[arg(long)]
+        reply_to: Option<u64>,
     },
     /// Print a group's messages, oldest first.
     History {
@@ -262,11 +350,66 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
             to,
             text,
             client_msg_id,
+            reply_to,
+        } => {
+            let conversation = ConversationRef::Direct { peer: to };
+            let ack = match reply_to {
+                Some(seq) => {
+                    client
+                        .reply(conversation, Seq::new(seq), text, client_msg_id)
+                        .await?
+                }
+                None => client.send(conversation, text, client_msg_id).await?,
+            };
+            out.ack(&ack)
+        }
+        Command::React {
+            target,
+            seq,
+            emoji,
+            remove,
         } => {
             let ack = client
-                .send(ConversationRef::Direct { peer: to }, text, client_msg_id)
+                .react(target.conversation()?, Seq::new(seq), emoji, !remove)
                 .await?;
-            out.ack(&ack)
+            out.optional_ack(ack.as_ref(), "no change")
+        }
+        Command::Edit { target, seq, text } => out.ack(
+            &client
+                .edit(target.conversation()?, Seq::new(seq), text)
+                .await?,
+        ),
+        Command::Delete { target, seq } => {
+            out.ack(&client.delete(target.conversation()?, Seq::new(seq)).await?)
+        }
+        Command::Pin { target, seq, unpin } => {
+            let ack = client
+                .pin(target.conversation()?, Seq::new(seq), !unpin)
+                .await?;
+            out.optional_ack(ack.as_ref(), "no change")
+        }
+        Command::Pinned { target } => {
+            for message in client.pinned(target.conversation()?).await? {
+                out.message(&message, false)?;
+            }
+            Ok(())
+        }
+        Command::Forward {
+            target,
+            seq,
+            to,
+            to_group,
+        } => {
+            let destination = match (to, to_group) {
+                (Some(peer), _) => ConversationRef::Direct { peer },
+                (None, Some(group)) => ConversationRef::Group(group),
+                (None, None) => bail!("give --to USER or --to-group GROUP"),
+            };
+            out.ack(
+                &client
+                    .forward(target.conversation()?, Seq::new(seq), destination)
+                    .await?,
+            )
         }
         Command::History { with, page } => {
             history(client, out, ConversationRef::Direct { peer: with }, &page).await
@@ -291,10 +434,17 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
             group,
             text,
             client_msg_id,
+            reply_to,
         }) => {
-            let ack = client
-                .send(ConversationRef::Group(group), text, client_msg_id)
-                .await?;
+            let conversation = ConversationRef::Group(group);
+            let ack = match reply_to {
+                Some(seq) => {
+                    client
+                        .reply(conversation, Seq::new(seq), text, client_msg_id)
+                        .await?
+                }
+                None => client.send(conversation, text, client_msg_id).await?,
+            };
             out.ack(&ack)
         }
         Command::Group(GroupCommand::History { group, page }) => {
@@ -556,6 +706,14 @@ impl Output {
         )
     }
 
+    /// An ack, or a note that the request changed nothing.
+    fn optional_ack(&self, ack: Option<&SendAck>, nothing: &str) -> Result<()> {
+        match ack {
+            Some(ack) => self.ack(ack),
+            None => self.line(nothing, json!({ "changed": false })),
+        }
+    }
+
     /// One message: `[seq] sender: text`, prefixed by the conversation when several can appear.
     fn message(&self, message: &Message, with_conversation: bool) -> Result<()> {
         let (text, system) = describe(message);
@@ -564,10 +722,29 @@ impl Output {
         } else {
             String::new()
         };
+        let mut decorations = String::new();
+        if let Some(target) = message.reply_to {
+            decorations.push_str(&format!(" (reply to [{target}])"));
+        }
+        if let Some(origin) = &message.forwarded_from {
+            decorations.push_str(&format!(
+                " (forwarded from {} in {})",
+                origin.sender, origin.conversation
+            ));
+        }
+        if message.edited_at_ms.is_some() {
+            decorations.push_str(" (edited)");
+        }
+        for reaction in &message.reactions {
+            decorations.push_str(&format!(" {}×{}", reaction.emoji, reaction.count));
+        }
         let human = if system {
             format!("{prefix}[{}] * {text}", message.seq)
         } else {
-            format!("{prefix}[{}] {}: {text}", message.seq, message.sender)
+            format!(
+                "{prefix}[{}] {}: {text}{decorations}",
+                message.seq, message.sender
+            )
         };
         self.line(
             &human,
@@ -579,6 +756,16 @@ impl Output {
                 "system": system,
                 "sent_at_ms": message.sent_at_ms,
                 "client_msg_id": message.client_msg_id.as_str(),
+                "reply_to": message.reply_to.map(Seq::get),
+                "forwarded_from": message.forwarded_from.as_ref().map(|o| json!({
+                    "conversation": o.conversation.to_string(),
+                    "seq": o.seq.get(),
+                    "sender": o.sender.as_str(),
+                })),
+                "edited_at_ms": message.edited_at_ms,
+                "reactions": message.reactions.iter()
+                    .map(|r| json!({ "emoji": r.emoji, "count": r.count }))
+                    .collect::<Vec<_>>(),
             }),
         )
     }

@@ -320,6 +320,136 @@ impl Client {
         }
     }
 
+    /// Sends a text that replies to (quotes) message `reply_to` of the same conversation.
+    pub async fn reply(
+        &self,
+        conversation: ConversationRef,
+        reply_to: Seq,
+        text: impl Into<String>,
+        client_msg_id: Option<ClientMsgId>,
+    ) -> Result<SendAck, ClientError> {
+        let request = Request::Reply {
+            conversation,
+            client_msg_id: client_msg_id.unwrap_or_else(|| self.new_client_msg_id()),
+            reply_to,
+            text: text.into(),
+        };
+        self.ack_call("reply", request).await
+    }
+
+    /// Edits the text of one's own message (within the node's edit window). The ack is that of
+    /// the update entry appended to the conversation.
+    pub async fn edit(
+        &self,
+        conversation: ConversationRef,
+        target: Seq,
+        text: impl Into<String>,
+    ) -> Result<SendAck, ClientError> {
+        let request = Request::Edit {
+            conversation,
+            client_msg_id: self.new_client_msg_id(),
+            target,
+            text: text.into(),
+        };
+        self.ack_call("edit", request).await
+    }
+
+    /// Deletes a message for everyone (one's own within the edit window; any, as a group owner).
+    pub async fn delete(
+        &self,
+        conversation: ConversationRef,
+        target: Seq,
+    ) -> Result<SendAck, ClientError> {
+        let request = Request::Delete {
+            conversation,
+            client_msg_id: self.new_client_msg_id(),
+            target,
+        };
+        self.ack_call("delete", request).await
+    }
+
+    /// Adds (`add`) or removes a reaction. `None` when nothing changed (already reacted, or no
+    /// reaction to remove).
+    pub async fn react(
+        &self,
+        conversation: ConversationRef,
+        target: Seq,
+        emoji: impl Into<String>,
+        add: bool,
+    ) -> Result<Option<SendAck>, ClientError> {
+        let request = Request::React {
+            conversation,
+            client_msg_id: self.new_client_msg_id(),
+            target,
+            emoji: emoji.into(),
+            add,
+        };
+        self.optional_ack_call("react", request).await
+    }
+
+    /// Pins or unpins a message. `None` when nothing changed.
+    pub async fn pin(
+        &self,
+        conversation: ConversationRef,
+        target: Seq,
+        pinned: bool,
+    ) -> Result<Option<SendAck>, ClientError> {
+        let request = Request::Pin {
+            conversation,
+            client_msg_id: self.new_client_msg_id(),
+            target,
+            pinned,
+        };
+        self.optional_ack_call("pin", request).await
+    }
+
+    /// Forwards message `seq` of `from` into `to`; the copy names its original sender and place.
+    pub async fn forward(
+        &self,
+        from: ConversationRef,
+        seq: Seq,
+        to: ConversationRef,
+    ) -> Result<SendAck, ClientError> {
+        let request = Request::Forward {
+            from,
+            seq,
+            to,
+            client_msg_id: self.new_client_msg_id(),
+        };
+        self.ack_call("forward", request).await
+    }
+
+    /// The pinned messages of a conversation, oldest pin first.
+    pub async fn pinned(&self, conversation: ConversationRef) -> Result<Vec<Message>, ClientError> {
+        match self
+            .call(Request::Pinned { conversation }, Retry::Safe)
+            .await?
+        {
+            Response::Pinned(messages) => Ok(messages),
+            other => Err(transport::unexpected("pinned", &other)),
+        }
+    }
+
+    /// A request answered with an ack. Safe to retry: the `client_msg_id` deduplicates it.
+    async fn ack_call(&self, what: &str, request: Request) -> Result<SendAck, ClientError> {
+        match self.call(request, Retry::Safe).await? {
+            Response::Ack(ack) => Ok(ack),
+            other => Err(transport::unexpected(what, &other)),
+        }
+    }
+
+    async fn optional_ack_call(
+        &self,
+        what: &str,
+        request: Request,
+    ) -> Result<Option<SendAck>, ClientError> {
+        match self.call(request, Retry::Safe).await? {
+            Response::Ack(ack) => Ok(Some(ack)),
+            Response::Done => Ok(None),
+            other => Err(transport::unexpected(what, &other)),
+        }
+    }
+
     /// Leaves a group. Not retried after a lost connection.
     pub async fn leave_group(&self, group: GroupId) -> Result<(), ClientError> {
         match self

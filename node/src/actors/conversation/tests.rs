@@ -249,3 +249,168 @@ impl From<&str> for super::core::Draft {
         super::core::Draft::text(text.to_owned())
     }
 }
+
+/// Sends a text and returns the stored message (as the actor would read it back).
+fn stored_text(core: &mut ConversationCore, from: &str, id: &str) -> piazza_protocol::Message {
+    match core
+        .handle_send(&user(from), id.parse().unwrap(), "t".into(), 1000)
+        .unwrap()
+    {
+        SendOutcome::Append { message, .. } => message,
+        SendOutcome::Duplicate { .. } => panic!("unexpected duplicate"),
+    }
+}
+
+fn check_update(
+    core: &mut ConversationCore,
+    who: &str,
+    id: &str,
+    target: &piazza_protocol::Message,
+    change: super::core::Change,
+) -> Result<Option<piazza_protocol::Message>, ErrorCode> {
+    let outcome = core.handle_update(
+        &user(who),
+        id.parse().unwrap(),
+        Some(target.clone()),
+        change,
+        2000,
+        10_000,
+    )?;
+    Ok(match outcome {
+        None => None,
+        Some(SendOutcome::Append { writes, .. }) => writes.into_iter().find_map(|w| match w {
+            Write::Message(m) if m.seq == target.seq => Some(m),
+            _ => None,
+        }),
+        Some(SendOutcome::Duplicate { .. }) => panic!("unexpected duplicate"),
+    })
+}
+
+#[test]
+fn distinct_reactions_limit() {
+    use piazza_protocol::limits::REACTIONS_DISTINCT_MAX;
+    let mut core = direct();
+    let mut target = stored_text(&mut core, "alice", "m");
+    for i in 0..REACTIONS_DISTINCT_MAX {
+        let change = super::core::Change::React {
+            emoji: format!("e{i}"),
+            add: true,
+            already: false,
+        };
+        target = check_update(&mut core, "bob", &format!("r{i}"), &target, change)
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(target.reactions.len(), REACTIONS_DISTINCT_MAX);
+    let one_more = super::core::Change::React {
+        emoji: "new".into(),
+        add: true,
+        already: false,
+    };
+    assert!(matches!(
+        check_update(&mut core, "bob", "rx", &target, one_more),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+    let existing = super::core::Change::React {
+        emoji: "e0".into(),
+        add: true,
+        already: false,
+    };
+    let target = check_update(&mut core, "alice", "ry", &target, existing)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        target.reactions[0].count, 2,
+        "an existing emoji still counts"
+    );
+    let noop = super::core::Change::React {
+        emoji: "e0".into(),
+        add: true,
+        already: true,
+    };
+    assert!(
+        check_update(&mut core, "alice", "rz", &target, noop)
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn pinned_limit_and_edit_rules() {
+    use piazza_protocol::limits::PINNED_MAX;
+    let mut core = direct();
+    let targets: Vec<_> = (0..=PINNED_MAX)
+        .map(|i| stored_text(&mut core, "alice", &format!("m{i}")))
+        .collect();
+    for (i, target) in targets.iter().take(PINNED_MAX).enumerate() {
+        check_update(
+            &mut core,
+            "bob",
+            &format!("p{i}"),
+            target,
+            super::core::Change::Pin { pinned: true },
+        )
+        .unwrap();
+    }
+    assert_eq!(core.pinned().len(), PINNED_MAX);
+    let over = check_update(
+        &mut core,
+        "bob",
+        "px",
+        &targets[PINNED_MAX],
+        super::core::Change::Pin { pinned: true },
+    );
+    assert!(matches!(over, Err(ErrorCode::TooLarge { .. })));
+
+    let edit = super::core::Change::Edit { text: "new".into() };
+    assert_eq!(
+        check_update(&mut core, "bob", "e1", &targets[0], edit.clone()).err(),
+        Some(ErrorCode::Forbidden)
+    );
+    let edited = check_update(&mut core, "alice", "e2", &targets[0], edit.clone())
+        .unwrap()
+        .unwrap();
+    assert_eq!(edited.edited_at_ms, Some(2000));
+    let late = core.handle_update(
+        &user("alice"),
+        "e3".parse().unwrap(),
+        Some(targets[1].clone()),
+        edit,
+        1000 + 10_001,
+        10_000,
+    );
+    assert!(
+        matches!(late, Err(ErrorCode::Conflict { .. })),
+        "beyond the window"
+    );
+    let missing = core.handle_update(
+        &user("alice"),
+        "e4".parse().unwrap(),
+        None,
+        super::core::Change::Delete,
+        2000,
+        10_000,
+    );
+    assert_eq!(missing.err(), Some(ErrorCode::NotFound));
+    let deleted = check_update(
+        &mut core,
+        "alice",
+        "d1",
+        &targets[2],
+        super::core::Change::Delete,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(deleted.body, piazza_protocol::MessageBody::Deleted);
+    let again = check_update(
+        &mut core,
+        "alice",
+        "d2",
+        &deleted,
+        super::core::Change::Delete,
+    );
+    assert!(
+        matches!(again, Err(ErrorCode::Invalid { .. })),
+        "a deleted message cannot change"
+    );
+}
