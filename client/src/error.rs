@@ -50,6 +50,9 @@ pub enum ClientError {
     /// The client was closed (by [`crate::Client::close`]) or its background task has stopped.
     #[error("client closed")]
     Closed,
+    /// A local file (to upload) could not be read.
+    #[error("file: {0}")]
+    File(String),
 }
 
 impl ClientError {
@@ -70,7 +73,8 @@ impl ClientError {
             | ClientError::ConnectionLost(_)
             | ClientError::Invalid(_)
             | ClientError::Protocol(_)
-            | ClientError::Closed => false,
+            | ClientError::Closed
+            | ClientError::File(_) => false,
         }
     }
 }

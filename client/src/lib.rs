@@ -53,7 +53,7 @@ mod driver;
 mod error;
 mod transport;
 
-pub use client::{Client, ClientEvent};
+pub use client::{Client, ClientEvent, Downloaded, UploadProgress, Uploaded};
 pub use config::{ClientConfig, EventStart, REQUEST_TIMEOUT_DEFAULT, ReconnectPolicy};
 pub use cursors::{Arrival, Cursors, SyncStep};
 pub use error::ClientError;
@@ -61,9 +61,10 @@ pub use error::ClientError;
 // The wire types the SDK's signatures use, so an app can depend on this crate alone.
 pub use piazza_protocol::{
     ClientMsgId, ConversationId, ConversationRef, DeviceId, ErrorCode, ForwardedFrom, GroupId,
-    HistoryPage, Message, MessageBody, MessageUpdate, ReactionCount, ReceiptKind, ReceiptState,
-    SendAck, Seq, SyncBatch, SyncCursor, SystemEvent, UserId,
+    GroupInfo, GroupRole, HistoryPage, Member, Message, MessageBody, MessageUpdate, ReactionCount,
+    ReceiptKind, ReceiptState, SendAck, Seq, SyncBatch, SyncCursor, SystemEvent, UserId,
 };
+pub use piazza_protocol::{MediaId, MediaInfo};
 
 /// Installs rustls' ring crypto provider as the process default.
 ///

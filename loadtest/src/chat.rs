@@ -159,6 +159,7 @@ fn error_label(error: &ClientError) -> String {
         ClientError::Closed => "client_closed".to_owned(),
         ClientError::Protocol(_) => "protocol".to_owned(),
         ClientError::Config(_) => "config".to_owned(),
+        ClientError::File(_) => "file".to_owned(),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cli;
 pub(crate) mod cluster;
 pub mod config;
+pub mod media;
 pub mod node;
 pub(crate) mod session;
 #[cfg(test)]

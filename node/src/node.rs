@@ -19,10 +19,6 @@ use crate::config::Config;
 use crate::storage::{EmbeddedStorage, Storage, StorageError};
 use crate::transport::{self, tls};
 
-/// Largest group this node loads into a conversation actor. Groups are created with at most
-/// `GROUP_CREATE_MEMBERS_MAX` members today; invitations (a later issue) grow them up to this.
-pub const GROUP_MEMBERS_MAX: usize = 200_000;
-
 /// What every actor and connection of a node shares.
 #[derive(Debug)]
 pub(crate) struct NodeContext {
@@ -30,6 +26,7 @@ pub(crate) struct NodeContext {
     /// Distinguishes node instances in one process (tests run several) in the actor registry.
     pub(crate) instance: u64,
     pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) media: Arc<crate::media::Media>,
     pub(crate) tokens: TokenAuthority,
     pub(crate) relay: ActorRef<RelayMsg>,
     /// Parent of every conversation and session actor.
@@ -48,7 +45,7 @@ impl NodeContext {
     }
 
     pub(crate) fn group_members_max(&self) -> usize {
-        GROUP_MEMBERS_MAX
+        self.config.limits.group_members_max
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -76,6 +73,9 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The media directories could not be opened.
+    #[error("media: {0}")]
+    Media(String),
     /// An actor could not be started.
     #[error("actor: {0}")]
     Actor(String),
@@ -120,6 +120,9 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         config.limits.storage_queue_max,
         config.limits.commit_batch_records_max,
     )?);
+    let media = crate::media::Media::open(&config.node.data_dir, &config.media)
+        .map(Arc::new)
+        .map_err(|e| StartError::Media(e.to_string()))?;
     let (supervisor, _) = Actor::spawn(None, Supervisor, ())
         .await
         .map_err(|e| StartError::Actor(e.to_string()))?;
@@ -131,6 +134,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         placement: Placement::single(&config.node.name),
         instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         storage,
+        media,
         tokens,
         relay,
         supervisor: supervisor.get_cell(),
@@ -142,11 +146,14 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
 
     let server_tls = tls::server_config(certs, key, piazza_protocol::ALPN)?;
     let listen = ctx.config.server.listen;
-    let endpoint = transport::bind_endpoint(&ctx.config.server, server_tls).map_err(|source| {
-        StartError::Bind {
-            addr: listen,
-            source,
-        }
+    let endpoint = transport::bind_endpoint(
+        &ctx.config.server,
+        ctx.config.media.upload_streams_max,
+        server_tls,
+    )
+    .map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
     })?;
     let client_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
         addr: listen,
@@ -176,8 +183,9 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         tokio::spawn(crate::admin::serve(
             admin_listener,
             ctx.clone(),
-            shutdown_rx,
+            shutdown_rx.clone(),
         )),
+        tokio::spawn(crate::media::run_gc(ctx.media.clone(), shutdown_rx)),
     ];
     ctx.ready.store(true, Ordering::Release);
     tracing::info!(node = %ctx.config.node.name, %client_addr, %admin_addr, "node started");

@@ -20,6 +20,8 @@
 //!   side, the server answers with one [`Response`] frame and finishes.
 //! * The server pushes [`Event`]s on one long-lived unidirectional stream per connection.
 //! * Typing indicators travel as QUIC datagrams ([`Datagram`]), one un-prefixed body per datagram.
+//! * Media bytes travel on client-opened unidirectional upload streams, and a media download is
+//!   the one request answered with a header frame plus raw bytes (see [`media`]).
 #![warn(missing_docs)]
 
 pub mod codec;
@@ -27,6 +29,7 @@ mod error;
 mod frame;
 mod ids;
 pub mod limits;
+pub mod media;
 pub mod messages;
 mod money;
 
@@ -35,10 +38,11 @@ pub use frame::{FrameDecoder, FrameError};
 pub use ids::{
     ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, IdError, Seq, UserId,
 };
+pub use media::{MediaId, MediaInfo, MediaRequest, MediaResponse, UploadChunkHeader, UploadId};
 pub use messages::{
-    Datagram, Event, ForwardedFrom, HistoryPage, Message, MessageBody, MessageUpdate,
-    ReactionCount, ReceiptKind, ReceiptState, Request, Response, SendAck, SyncBatch, SyncCursor,
-    SystemEvent,
+    Datagram, Event, ForwardedFrom, GroupInfo, GroupRole, HistoryPage, Member, Message,
+    MessageBody, MessageUpdate, ReactionCount, ReceiptKind, ReceiptState, Request, Response,
+    SendAck, SyncBatch, SyncCursor, SystemEvent,
 };
 pub use money::{Currency, Money, MoneyError};
 

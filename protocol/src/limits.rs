@@ -55,6 +55,18 @@ pub const REACTIONS_DISTINCT_MAX: usize = 32;
 /// Most pinned messages per conversation.
 pub const PINNED_MAX: usize = 50;
 
+/// Most users invited in one request; the system message naming them must fit in a message.
+pub const GROUP_INVITE_BATCH_MAX: usize = 100;
+
+/// Longest group description in bytes.
+pub const GROUP_DESCRIPTION_BYTES_MAX: usize = 2048;
+
+/// Longest invite link in bytes (`<group>.<secret>`).
+pub const INVITE_LINK_BYTES_MAX: usize = 128;
+
+/// Most members in one page of the member list.
+pub const MEMBERS_PAGE_MAX: u32 = 1000;
+
 /// Most conversations in one `Heads` answer.
 pub const HEADS_MAX: usize = 1000;
 
@@ -78,6 +90,44 @@ const _: () = assert!(
 );
 const _: () = assert!(REQUEST_FRAME_BYTES_MAX <= FRAME_BYTES_MAX);
 const _: () =
+    assert!(GROUP_INVITE_BATCH_MAX * (USER_NAME_BYTES_MAX + 2) + 256 <= MESSAGE_BYTES_MAX as usize);
+const _: () = assert!(
+    (MEMBERS_PAGE_MAX as u64) * (USER_NAME_BYTES_MAX as u64 + 8) + 1024 <= FRAME_BYTES_MAX as u64
+);
+const _: () =
+    assert!(GROUP_DESCRIPTION_BYTES_MAX + GROUP_NAME_BYTES_MAX + 256 <= MESSAGE_BYTES_MAX as usize);
+const _: () =
     assert!(PINNED_MAX as u64 * MESSAGE_BYTES_MAX as u64 + 1024 <= FRAME_BYTES_MAX as u64);
 const _: () =
     assert!((HEADS_MAX * (2 * USER_NAME_BYTES_MAX + 32)) as u64 + 1024 <= FRAME_BYTES_MAX as u64);
+
+/// Largest media blob any node accepts: 2 GiB, Telegram's file limit. A node's own limit
+/// (`media.max_bytes`, default 100 MiB) may only be lower.
+pub const MEDIA_BYTES_HARD_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
+/// A media id is a SHA-256 as lowercase hex.
+pub const MEDIA_ID_HEX_BYTES: usize = 64;
+
+/// Longest MIME type hint in bytes: RFC 6838 allows 127 bytes per part, plus parameters.
+pub const MIME_BYTES_MAX: usize = 255;
+
+/// Longest file name in an upload request (common file systems stop at 255 bytes).
+pub const FILE_NAME_BYTES_MAX: usize = 255;
+
+/// Longest media caption in bytes: Telegram's 1024 characters at up to 4 UTF-8 bytes each.
+pub const CAPTION_BYTES_MAX: usize = 4096;
+
+/// Most raw bytes one upload stream may carry after its header. Large files travel on several
+/// streams one after another, so a broken stream costs at most this much to resend, and the node
+/// can fsync what it got at every stream's end.
+pub const UPLOAD_STREAM_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Largest header frame of an upload stream: an upload id and an offset, varint-encoded, fit in
+/// 20 bytes.
+pub const UPLOAD_HEADER_FRAME_BYTES_MAX: u32 = 64;
+
+// A media message (id, type, caption) is never larger than the largest text message, so
+// `MESSAGE_BYTES_MAX` bounds it too.
+const _: () =
+    assert!(CAPTION_BYTES_MAX + MEDIA_ID_HEX_BYTES + MIME_BYTES_MAX + 32 <= TEXT_BYTES_MAX);
+const _: () = assert!(UPLOAD_STREAM_BYTES_MAX <= MEDIA_BYTES_HARD_MAX);

@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
 use crate::ids::{ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, Seq, UserId};
+use crate::limits::CAPTION_BYTES_MAX;
 use crate::limits::{
-    EMOJI_BYTES_MAX, GROUP_CREATE_MEMBERS_MAX, GROUP_NAME_BYTES_MAX, HISTORY_PAGE_MAX,
+    EMOJI_BYTES_MAX, GROUP_CREATE_MEMBERS_MAX, GROUP_DESCRIPTION_BYTES_MAX, GROUP_INVITE_BATCH_MAX,
+    GROUP_NAME_BYTES_MAX, HISTORY_PAGE_MAX, INVITE_LINK_BYTES_MAX, MEMBERS_PAGE_MAX,
     SYNC_CURSORS_MAX, SYNC_MESSAGES_MAX, TEXT_BYTES_MAX, TOKEN_BYTES_MAX,
 };
+use crate::media::{MediaId, MediaInfo, MediaRequest, MediaResponse};
 
 /// A client request. The first one on a connection must be [`Request::Hello`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +169,92 @@ pub enum Request {
         /// The conversation.
         conversation: ConversationRef,
     },
+    /// Add members to a group (owner and admins), at most [`GROUP_INVITE_BATCH_MAX`] per request.
+    /// Answered with [`Response::Done`].
+    InviteMembers {
+        /// The group.
+        group: GroupId,
+        /// Who to add.
+        users: Vec<UserId>,
+    },
+    /// Create (or replace) the group's invite link (owner and admins). Answered with
+    /// [`Response::InviteLink`]; a new link invalidates the previous one.
+    CreateInviteLink {
+        /// The group.
+        group: GroupId,
+    },
+    /// Join a group with an invite link. Answered with [`Response::GroupJoined`].
+    JoinByLink {
+        /// The link, as returned by `CreateInviteLink`.
+        link: String,
+    },
+    /// Remove a member (owner and admins; only the owner removes admins; nobody removes the
+    /// owner). With `ban`, the user cannot come back by link or invitation until unbanned.
+    /// Answered with [`Response::Done`].
+    RemoveMember {
+        /// The group.
+        group: GroupId,
+        /// Who.
+        user: UserId,
+        /// Also ban them.
+        ban: bool,
+    },
+    /// Lift a ban (owner and admins). Answered with [`Response::Done`].
+    Unban {
+        /// The group.
+        group: GroupId,
+        /// Who.
+        user: UserId,
+    },
+    /// Change a member's role (owner only). Making someone `Owner` transfers ownership: the
+    /// previous owner becomes an admin. Answered with [`Response::Done`].
+    SetRole {
+        /// The group.
+        group: GroupId,
+        /// Who.
+        user: UserId,
+        /// The new role.
+        role: GroupRole,
+    },
+    /// Change the group's title or description (owner and admins). Answered with
+    /// [`Response::Done`].
+    UpdateGroupInfo {
+        /// The group.
+        group: GroupId,
+        /// New title, if changing.
+        title: Option<String>,
+        /// New description, if changing.
+        description: Option<String>,
+    },
+    /// The group's profile. Answered with [`Response::GroupInfo`].
+    GroupInfo {
+        /// The group.
+        group: GroupId,
+    },
+    /// A page of members in user-id order. Answered with [`Response::Members`].
+    Members {
+        /// The group.
+        group: GroupId,
+        /// Only members after this user (the last of the previous page).
+        after: Option<UserId>,
+        /// At most this many, 1..=[`MEMBERS_PAGE_MAX`].
+        limit: u32,
+    },
+    /// A media request (upload, download). See [`crate::media`].
+    Media(MediaRequest),
+    /// Send a message that shows an uploaded blob with a caption. The caller must have uploaded
+    /// the blob, or it must already be referenced in this conversation. Answered with
+    /// [`Response::Ack`].
+    SendMedia {
+        /// Where to send it.
+        conversation: ConversationRef,
+        /// The client's id for this message (retries are deduplicated like sends).
+        client_msg_id: ClientMsgId,
+        /// The blob.
+        media: MediaId,
+        /// The caption (may be empty), at most [`CAPTION_BYTES_MAX`] bytes.
+        caption: String,
+    },
 }
 
 impl Request {
@@ -199,6 +288,40 @@ impl Request {
                     return Err(ErrorCode::invalid("text", "empty message"));
                 }
                 check_len("text", text.len(), TEXT_BYTES_MAX)?;
+            }
+            Request::InviteMembers { users, .. } => {
+                if users.is_empty() {
+                    return Err(ErrorCode::invalid("users", "nobody to invite"));
+                }
+                check_len("users", users.len(), GROUP_INVITE_BATCH_MAX)?;
+            }
+            Request::JoinByLink { link } => check_len("link", link.len(), INVITE_LINK_BYTES_MAX)?,
+            Request::UpdateGroupInfo {
+                title, description, ..
+            } => {
+                if let Some(title) = title {
+                    if title.trim().is_empty() {
+                        return Err(ErrorCode::invalid("title", "empty title"));
+                    }
+                    check_len("title", title.len(), GROUP_NAME_BYTES_MAX)?;
+                }
+                if let Some(description) = description {
+                    check_len(
+                        "description",
+                        description.len(),
+                        GROUP_DESCRIPTION_BYTES_MAX,
+                    )?;
+                }
+            }
+            Request::Members { limit, .. } => check_range("limit", *limit, MEMBERS_PAGE_MAX)?,
+            Request::CreateInviteLink { .. }
+            | Request::RemoveMember { .. }
+            | Request::Unban { .. }
+            | Request::SetRole { .. }
+            | Request::GroupInfo { .. } => {}
+            Request::Media(request) => request.validate()?,
+            Request::SendMedia { caption, .. } => {
+                check_len("caption", caption.len(), CAPTION_BYTES_MAX)?;
             }
             Request::React { emoji, .. } => {
                 if emoji.is_empty() || emoji.chars().any(char::is_whitespace) {
@@ -236,6 +359,17 @@ impl Request {
             Request::Pin { .. } => "pin",
             Request::Forward { .. } => "forward",
             Request::Pinned { .. } => "pinned",
+            Request::InviteMembers { .. } => "invite_members",
+            Request::CreateInviteLink { .. } => "create_invite_link",
+            Request::JoinByLink { .. } => "join_by_link",
+            Request::RemoveMember { .. } => "remove_member",
+            Request::Unban { .. } => "unban",
+            Request::SetRole { .. } => "set_role",
+            Request::UpdateGroupInfo { .. } => "update_group_info",
+            Request::GroupInfo { .. } => "group_info",
+            Request::Members { .. } => "members",
+            Request::Media(request) => request.label(),
+            Request::SendMedia { .. } => "send_media",
         }
     }
 }
@@ -316,6 +450,66 @@ pub enum Response {
     },
     /// Pinned messages, oldest pin first.
     Pinned(Vec<Message>),
+    /// An invite link.
+    InviteLink {
+        /// Give it to people who should be able to join.
+        link: String,
+    },
+    /// Joined a group (or was already a member).
+    GroupJoined {
+        /// The group's conversation.
+        conversation: ConversationId,
+    },
+    /// A group's profile.
+    GroupInfo(GroupInfo),
+    /// A page of members.
+    Members {
+        /// Members in user-id order.
+        members: Vec<Member>,
+        /// Whether more follow.
+        more: bool,
+    },
+    /// The answer to a [`Request::Media`].
+    Media(MediaResponse),
+}
+
+/// A member's role in a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GroupRole {
+    /// Created the group or received ownership; one per group.
+    Owner,
+    /// Moderates: invites, removes members, edits the profile, pins, deletes any message.
+    Admin,
+    /// Reads and writes.
+    Member,
+}
+
+/// A group's profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group.
+    pub group: GroupId,
+    /// Title.
+    pub title: String,
+    /// Description (may be empty).
+    pub description: String,
+    /// The owner.
+    pub owner: UserId,
+    /// Members now.
+    pub member_count: u32,
+    /// When it was created (milliseconds since the Unix epoch).
+    pub created_at_ms: u64,
+    /// Whether typing indicators and receipts are suppressed because the group is large.
+    pub large: bool,
+}
+
+/// One member of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The user.
+    pub user: UserId,
+    /// Their role.
+    pub role: GroupRole,
 }
 
 /// Acknowledgement of a durable send.
@@ -424,6 +618,13 @@ pub enum MessageBody {
     Update(MessageUpdate),
     /// What history and sync show in place of a deleted message.
     Deleted,
+    /// A media blob with a caption.
+    Media {
+        /// The blob's id, size and sniffed type.
+        media: MediaInfo,
+        /// The caption (may be empty).
+        caption: String,
+    },
 }
 
 /// A change to an earlier message of the same conversation.
@@ -474,6 +675,38 @@ pub enum SystemEvent {
     MemberLeft {
         /// Who.
         user: UserId,
+    },
+    /// Members were added by invitation (`by`) or joined by link (`by` is `None`).
+    MembersAdded {
+        /// Who joined.
+        users: Vec<UserId>,
+        /// Who invited them.
+        by: Option<UserId>,
+    },
+    /// A member was removed (and possibly banned).
+    MemberRemoved {
+        /// Who.
+        user: UserId,
+        /// By whom.
+        by: UserId,
+        /// Whether they were banned.
+        banned: bool,
+    },
+    /// A member's role changed.
+    RoleChanged {
+        /// Whose.
+        user: UserId,
+        /// The new role.
+        role: GroupRole,
+        /// By whom.
+        by: UserId,
+    },
+    /// The group's title or description changed.
+    InfoChanged {
+        /// The new title, if it changed.
+        title: Option<String>,
+        /// The new description, if it changed.
+        description: Option<String>,
     },
 }
 

@@ -561,3 +561,329 @@ fn money_is_checked() {
     assert!("eur".parse::<Currency>().is_err());
     assert!("EURO".parse::<Currency>().is_err());
 }
+
+fn media_id(fill: char) -> MediaId {
+    fill.to_string().repeat(MEDIA_ID_HEX_BYTES).parse().unwrap()
+}
+
+fn media_info() -> MediaInfo {
+    MediaInfo {
+        id: media_id('a'),
+        size_bytes: 50 << 20,
+        mime: "image/png".into(),
+    }
+}
+
+#[test]
+fn media_round_trip() {
+    let dm = ConversationRef::Direct { peer: user("bob") };
+    let upload = UploadId::new(0x1234_5678_9abc_def0).unwrap();
+    for request in [
+        Request::Media(MediaRequest::BeginUpload {
+            size_bytes: MEDIA_BYTES_HARD_MAX,
+            sha256: media_id('0'),
+            mime_hint: Some("image/png".into()),
+            file_name: Some("cat.png".into()),
+        }),
+        Request::Media(MediaRequest::FinishUpload { upload }),
+        Request::Media(MediaRequest::Download {
+            media: media_id('f'),
+            conversation: dm.clone(),
+            range: Some((5, 10)),
+        }),
+        Request::SendMedia {
+            conversation: dm,
+            client_msg_id: "c9".parse().unwrap(),
+            media: media_id('b'),
+            caption: "look".into(),
+        },
+    ] {
+        request.validate().unwrap();
+        check_round_trip(request);
+    }
+    for response in [
+        Response::Media(MediaResponse::Upload {
+            upload,
+            offset_bytes: 25 << 20,
+        }),
+        Response::Media(MediaResponse::Ready(media_info())),
+        Response::Media(MediaResponse::Download {
+            info: media_info(),
+            start: 0,
+            end: 50 << 20,
+        }),
+    ] {
+        check_round_trip(response);
+    }
+    let mut with_media = message(4);
+    with_media.body = MessageBody::Media {
+        media: media_info(),
+        caption: "a cat".into(),
+    };
+    check_round_trip(Event::Message(with_media));
+    check_round_trip(UploadChunkHeader {
+        upload,
+        offset_bytes: u64::MAX,
+    });
+}
+
+#[test]
+fn media_ids_parse_and_reject() {
+    let digest = [0xabu8; 32];
+    let id = MediaId::from_digest(&digest);
+    assert_eq!(id.as_str(), "ab".repeat(32));
+    assert_eq!(id.digest(), digest);
+    assert_eq!(id.as_str().parse::<MediaId>().unwrap(), id);
+    // Exactly 64 lowercase hex digits.
+    assert!("a".repeat(63).parse::<MediaId>().is_err());
+    assert!("a".repeat(65).parse::<MediaId>().is_err());
+    assert!("A".repeat(64).parse::<MediaId>().is_err());
+    assert!("g".repeat(64).parse::<MediaId>().is_err());
+    assert!("".parse::<MediaId>().is_err());
+    // Invalid ids do not decode either.
+    let bad = codec::encode(&"A".repeat(64)).unwrap();
+    assert!(codec::decode::<MediaId>(&bad, 1024).is_err());
+    let zero = codec::encode(&0u64).unwrap();
+    assert!(codec::decode::<UploadId>(&zero, 1024).is_err());
+
+    let upload = UploadId::new(0xbeef).unwrap();
+    assert_eq!(upload.to_string(), "000000000000beef");
+    assert_eq!("000000000000beef".parse::<UploadId>().unwrap(), upload);
+    assert!("0".parse::<UploadId>().is_err());
+    assert!("x1".parse::<UploadId>().is_err());
+    assert!("1".repeat(17).parse::<UploadId>().is_err());
+}
+
+#[test]
+fn media_limits() {
+    let begin = |size_bytes: u64, hint: String, name: String| {
+        Request::Media(MediaRequest::BeginUpload {
+            size_bytes,
+            sha256: media_id('1'),
+            mime_hint: Some(hint),
+            file_name: Some(name),
+        })
+        .validate()
+    };
+    let ok = || "x".to_owned();
+    assert!(begin(MEDIA_BYTES_HARD_MAX, ok(), ok()).is_ok());
+    assert!(matches!(
+        begin(MEDIA_BYTES_HARD_MAX + 1, ok(), ok()),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+    assert!(matches!(
+        begin(0, ok(), ok()),
+        Err(ErrorCode::Invalid { .. })
+    ));
+    assert!(begin(1, text_of(MIME_BYTES_MAX), ok()).is_ok());
+    assert!(matches!(
+        begin(1, text_of(MIME_BYTES_MAX + 1), ok()),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+    assert!(begin(1, ok(), text_of(FILE_NAME_BYTES_MAX)).is_ok());
+    assert!(matches!(
+        begin(1, ok(), text_of(FILE_NAME_BYTES_MAX + 1)),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+    assert!(matches!(
+        begin(1, ok(), "a\nb".into()),
+        Err(ErrorCode::Invalid { .. })
+    ));
+
+    let send = |caption: String| {
+        Request::SendMedia {
+            conversation: ConversationRef::Direct { peer: user("bob") },
+            client_msg_id: "c".parse().unwrap(),
+            media: media_id('2'),
+            caption,
+        }
+        .validate()
+    };
+    assert!(send(String::new()).is_ok());
+    assert!(send(text_of(CAPTION_BYTES_MAX)).is_ok());
+    assert!(matches!(
+        send(text_of(CAPTION_BYTES_MAX + 1)),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+
+    let download = |range| {
+        Request::Media(MediaRequest::Download {
+            media: media_id('3'),
+            conversation: ConversationRef::Direct { peer: user("bob") },
+            range,
+        })
+        .validate()
+    };
+    assert!(download(None).is_ok());
+    assert!(download(Some((7, 7))).is_ok());
+    assert!(download(Some((8, 7))).is_err());
+
+    // The largest media message fits the message bound, and the upload header its frame limit.
+    let mut big = message(1);
+    big.body = MessageBody::Media {
+        media: MediaInfo {
+            id: media_id('c'),
+            size_bytes: u64::MAX,
+            mime: text_of(MIME_BYTES_MAX),
+        },
+        caption: text_of(CAPTION_BYTES_MAX),
+    };
+    assert!(codec::encode(&big).unwrap().len() <= MESSAGE_BYTES_MAX as usize);
+    let header = UploadChunkHeader {
+        upload: UploadId::new(u64::MAX).unwrap(),
+        offset_bytes: u64::MAX,
+    };
+    assert!(codec::encode(&header).unwrap().len() <= UPLOAD_HEADER_FRAME_BYTES_MAX as usize);
+}
+
+#[test]
+fn group_administration_round_trips_and_limits() {
+    let group = GroupId::new(77).unwrap();
+    for request in [
+        Request::InviteMembers {
+            group,
+            users: vec![user("a"), user("b")],
+        },
+        Request::CreateInviteLink { group },
+        Request::JoinByLink {
+            link: "77.abcdef".into(),
+        },
+        Request::RemoveMember {
+            group,
+            user: user("a"),
+            ban: true,
+        },
+        Request::Unban {
+            group,
+            user: user("a"),
+        },
+        Request::SetRole {
+            group,
+            user: user("a"),
+            role: GroupRole::Admin,
+        },
+        Request::UpdateGroupInfo {
+            group,
+            title: Some("t".into()),
+            description: None,
+        },
+        Request::GroupInfo { group },
+        Request::Members {
+            group,
+            after: Some(user("a")),
+            limit: 10,
+        },
+    ] {
+        request.validate().unwrap();
+        check_round_trip(request);
+    }
+    for response in [
+        Response::InviteLink {
+            link: "77.x".into(),
+        },
+        Response::GroupJoined {
+            conversation: ConversationId::Group(group),
+        },
+        Response::GroupInfo(GroupInfo {
+            group,
+            title: "t".into(),
+            description: "d".into(),
+            owner: user("o"),
+            member_count: 3,
+            created_at_ms: 1,
+            large: false,
+        }),
+        Response::Members {
+            members: vec![Member {
+                user: user("a"),
+                role: GroupRole::Owner,
+            }],
+            more: true,
+        },
+    ] {
+        check_round_trip(response);
+    }
+    for event in [
+        SystemEvent::MembersAdded {
+            users: vec![user("a")],
+            by: None,
+        },
+        SystemEvent::MemberRemoved {
+            user: user("a"),
+            by: user("b"),
+            banned: true,
+        },
+        SystemEvent::RoleChanged {
+            user: user("a"),
+            role: GroupRole::Member,
+            by: user("b"),
+        },
+        SystemEvent::InfoChanged {
+            title: None,
+            description: Some("d".into()),
+        },
+    ] {
+        check_round_trip(Event::Message(Message {
+            body: MessageBody::System(event),
+            ..message(2)
+        }));
+    }
+
+    let invite = |n: usize| Request::InviteMembers {
+        group,
+        users: (0..n).map(|i| user(&format!("u{i}"))).collect(),
+    };
+    assert!(invite(GROUP_INVITE_BATCH_MAX).validate().is_ok());
+    assert!(matches!(
+        invite(GROUP_INVITE_BATCH_MAX + 1).validate(),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+    assert!(invite(0).validate().is_err());
+    // The largest invitation's system message fits in a message.
+    let added = Message {
+        body: MessageBody::System(SystemEvent::MembersAdded {
+            users: (0..GROUP_INVITE_BATCH_MAX)
+                .map(|i| format!("{i:0>64}").parse().unwrap())
+                .collect(),
+            by: Some(text_of(USER_NAME_BYTES_MAX).parse().unwrap()),
+        }),
+        ..message(1)
+    };
+    assert!(codec::encode(&added).unwrap().len() <= MESSAGE_BYTES_MAX as usize);
+
+    let members = |limit| Request::Members {
+        group,
+        after: None,
+        limit,
+    };
+    assert!(members(MEMBERS_PAGE_MAX).validate().is_ok());
+    assert!(members(MEMBERS_PAGE_MAX + 1).validate().is_err());
+    assert!(members(0).validate().is_err());
+    let info = |title: Option<String>, description: Option<String>| Request::UpdateGroupInfo {
+        group,
+        title,
+        description,
+    };
+    assert!(
+        info(
+            Some(text_of(GROUP_NAME_BYTES_MAX)),
+            Some(text_of(GROUP_DESCRIPTION_BYTES_MAX))
+        )
+        .validate()
+        .is_ok()
+    );
+    assert!(
+        info(Some(text_of(GROUP_NAME_BYTES_MAX + 1)), None)
+            .validate()
+            .is_err()
+    );
+    assert!(
+        info(None, Some(text_of(GROUP_DESCRIPTION_BYTES_MAX + 1)))
+            .validate()
+            .is_err()
+    );
+    assert!(info(Some(" ".into()), None).validate().is_err());
+    let join = |len| Request::JoinByLink { link: text_of(len) };
+    assert!(join(INVITE_LINK_BYTES_MAX).validate().is_ok());
+    assert!(join(INVITE_LINK_BYTES_MAX + 1).validate().is_err());
+}

@@ -6,5 +6,7 @@ mod admin;
 mod bad_input;
 mod chat;
 mod durability;
+mod fanout;
 mod features;
 mod groups;
+mod media;

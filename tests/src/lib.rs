@@ -343,6 +343,7 @@ pub fn text(message: &Message) -> &str {
         piazza_protocol::MessageBody::System(_) => "<system>",
         piazza_protocol::MessageBody::Update(_) => "<update>",
         piazza_protocol::MessageBody::Deleted => "<deleted>",
+        piazza_protocol::MessageBody::Media { caption, .. } => caption,
     }
 }
 
@@ -410,4 +411,13 @@ impl RawConnection {
     ) -> Option<piazza_protocol::Response> {
         self.exchange(&codec::encode_frame(request).unwrap()).await
     }
+}
+
+/// The value of an unlabelled metric in Prometheus text, or 0 when absent.
+pub fn metric_value(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

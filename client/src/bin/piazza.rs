@@ -5,7 +5,7 @@
 //! `error: <message>` on stderr.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,11 +14,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use piazza_client::{
     Client, ClientConfig, ClientError, ClientEvent, ClientMsgId, ConversationId, ConversationRef,
-    DeviceId, EventStart, GroupId, Message, MessageBody, MessageUpdate, ReceiptKind, ReceiptState,
-    SendAck, Seq, SystemEvent, UserId,
+    DeviceId, EventStart, GroupId, GroupRole, MediaId, Message, MessageBody, MessageUpdate,
+    ReceiptKind, ReceiptState, SendAck, Seq, SystemEvent, UploadProgress, UserId,
 };
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Messages `chat` shows before reading input.
@@ -84,14 +84,18 @@ enum Command {
         /// The recipient.
         #[arg(long)]
         to: UserId,
-        /// The message text.
-        text: String,
+        /// The message text (with --media: the caption, which may be left out).
+        #[arg(required_unless_present = "media")]
+        text: Option<String>,
         /// Id for this message; sending again with the same id does not duplicate it.
         #[arg(long)]
         client_msg_id: Option<ClientMsgId>,
         /// Reply to (quote) this message of the conversation.
         #[arg(long)]
         reply_to: Option<u64>,
+        /// Send this media (an id printed by `media upload`), with TEXT as its caption.
+        #[arg(long, conflicts_with = "reply_to")]
+        media: Option<MediaId>,
     },
     /// React to a message (or remove the reaction with --remove).
     React {
@@ -182,6 +186,9 @@ enum Command {
     /// Group conversations.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Upload and download media.
+    #[command(subcommand)]
+    Media(MediaCommand),
     /// Print how far each member of a conversation has received and read.
     Receipts {
         /// The direct conversation with this user.
@@ -195,6 +202,58 @@ enum Command {
         #[arg(long)]
         group: Option<GroupId>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum MediaCommand {
+    /// Upload a file and print its media id (with a progress bar on stderr for large files).
+    Upload {
+        /// The file.
+        file: PathBuf,
+        /// The type you believe it is; an image/, video/ or audio/ type that the bytes contradict
+        /// fails the upload. The stored type is always the sniffed one.
+        #[arg(long)]
+        mime: Option<String>,
+    },
+    /// Download media into a file.
+    Download {
+        /// The media id.
+        id: MediaId,
+        /// The conversation it was sent in (any, for media you uploaded yourself).
+        #[command(flatten)]
+        target: Target,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only bytes A up to (not including) B; "A-" means from A to the end.
+        #[arg(long)]
+        range: Option<ByteRange>,
+    },
+}
+
+/// `A-B` (bytes A up to, not including, B) or `A-` (from A to the end).
+#[derive(Clone, Copy, Debug)]
+struct ByteRange {
+    start: u64,
+    end: u64,
+}
+
+impl std::str::FromStr for ByteRange {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<ByteRange, String> {
+        let bad = || format!("{text:?} is not A-B or A- (byte offsets)");
+        let (start, end) = text.split_once('-').ok_or_else(bad)?;
+        let start = start.parse::<u64>().map_err(|_| bad())?;
+        let end = if end.is_empty() {
+            u64::MAX
+        } else {
+            end.parse::<u64>().map_err(|_| bad())?
+        };
+        if start > end {
+            return Err(bad());
+        }
+        Ok(ByteRange { start, end })
+    }
 }
 
 /// Which conversation: the direct one with a user, or a group.
@@ -233,14 +292,18 @@ enum GroupCommand {
     Send {
         /// The group (123 or g:123).
         group: GroupId,
-        /// The message text.
-        text: String,
+        /// The message text (with --media: the caption, which may be left out).
+        #[arg(required_unless_present = "media")]
+        text: Option<String>,
         /// Id for this message; sending again with the same id does not duplicate it.
         #[arg(long)]
         client_msg_id: Option<ClientMsgId>,
         /// Reply to (quote) this message of the group.
         #[arg(long)]
         reply_to: Option<u64>,
+        /// Send this media (an id printed by `media upload`), with TEXT as its caption.
+        #[arg(long, conflicts_with = "reply_to")]
+        media: Option<MediaId>,
     },
     /// Print a group's messages, oldest first.
     History {
@@ -254,7 +317,96 @@ enum GroupCommand {
         /// The group (123 or g:123).
         group: GroupId,
     },
+    /// Add members (owner and admins).
+    Invite {
+        /// The group (123 or g:123).
+        group: GroupId,
+        /// Users to add, comma-separated.
+        #[arg(value_delimiter = ',', required = true)]
+        users: Vec<UserId>,
+    },
+    /// Create a new invite link (the previous one stops working).
+    Link {
+        /// The group (123 or g:123).
+        group: GroupId,
+    },
+    /// Join a group with an invite link.
+    Join {
+        /// The link.
+        link: String,
+    },
+    /// Remove a member (--ban keeps them out).
+    Kick {
+        /// The group (123 or g:123).
+        group: GroupId,
+        /// The member.
+        user: UserId,
+        /// Also ban them.
+        #[arg(long)]
+        ban: bool,
+    },
+    /// Lift a ban.
+    Unban {
+        /// The group (123 or g:123).
+        group: GroupId,
+        /// The user.
+        user: UserId,
+    },
+    /// Change a member's role (owner only; `owner` transfers ownership).
+    Role {
+        /// The group (123 or g:123).
+        group: GroupId,
+        /// The member.
+        user: UserId,
+        /// owner, admin or member.
+        #[arg(value_parser = parse_role)]
+        role: GroupRole,
+    },
+    /// Print the group's profile.
+    Info {
+        /// The group (123 or g:123).
+        group: GroupId,
+    },
+    /// Change the group's title or description.
+    Edit {
+        /// The group (123 or g:123).
+        group: GroupId,
+        /// New title.
+        #[arg(long)]
+        title: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List members (all pages, or --limit N).
+    Members {
+        /// The group (123 or g:123).
+        group: GroupId,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
 }
+
+fn parse_role(text: &str) -> std::result::Result<GroupRole, String> {
+    match text {
+        "owner" => Ok(GroupRole::Owner),
+        "admin" => Ok(GroupRole::Admin),
+        "member" => Ok(GroupRole::Member),
+        other => Err(format!("{other:?} is not owner, admin or member")),
+    }
+}
+
+fn role_name(role: GroupRole) -> &'static str {
+    match role {
+        GroupRole::Owner => "owner",
+        GroupRole::Admin => "admin",
+        GroupRole::Member => "member",
+    }
+}
+
+/// Most member pages `group members` fetches: 200 pages of 1000 covers the largest group.
+const MEMBER_PAGES_MAX: usize = 200;
 
 #[derive(Debug, clap::Args)]
 struct PageArgs {
@@ -351,16 +503,10 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
             text,
             client_msg_id,
             reply_to,
+            media,
         } => {
             let conversation = ConversationRef::Direct { peer: to };
-            let ack = match reply_to {
-                Some(seq) => {
-                    client
-                        .reply(conversation, Seq::new(seq), text, client_msg_id)
-                        .await?
-                }
-                None => client.send(conversation, text, client_msg_id).await?,
-            };
+            let ack = send(client, conversation, text, client_msg_id, reply_to, media).await?;
             out.ack(&ack)
         }
         Command::React {
@@ -435,18 +581,13 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
             text,
             client_msg_id,
             reply_to,
+            media,
         }) => {
             let conversation = ConversationRef::Group(group);
-            let ack = match reply_to {
-                Some(seq) => {
-                    client
-                        .reply(conversation, Seq::new(seq), text, client_msg_id)
-                        .await?
-                }
-                None => client.send(conversation, text, client_msg_id).await?,
-            };
+            let ack = send(client, conversation, text, client_msg_id, reply_to, media).await?;
             out.ack(&ack)
         }
+        Command::Media(command) => media(client, out, command).await,
         Command::Group(GroupCommand::History { group, page }) => {
             history(client, out, ConversationRef::Group(group), &page).await
         }
@@ -456,6 +597,115 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
                 &format!("left group {group}"),
                 json!({ "group": group.get(), "left": true }),
             )
+        }
+        Command::Group(GroupCommand::Invite { group, users }) => {
+            let names = users
+                .iter()
+                .map(UserId::as_str)
+                .collect::<Vec<_>>()
+                .join(",");
+            client.invite(group, users.clone()).await?;
+            out.line(
+                &format!("invited {names} to {group}"),
+                json!({ "group": group.get(), "invited": names }),
+            )
+        }
+        Command::Group(GroupCommand::Link { group }) => {
+            let link = client.create_invite_link(group).await?;
+            out.line(&link, json!({ "group": group.get(), "link": link }))
+        }
+        Command::Group(GroupCommand::Join { link }) => {
+            let conversation = client.join_by_link(link).await?;
+            out.line(
+                &format!("joined {conversation}"),
+                json!({ "conversation": conversation.to_string() }),
+            )
+        }
+        Command::Group(GroupCommand::Kick { group, user, ban }) => {
+            client.remove_member(group, user.clone(), ban).await?;
+            let verb = if ban { "banned" } else { "removed" };
+            out.line(
+                &format!("{verb} {user} from {group}"),
+                json!({ "group": group.get(), "user": user.as_str(), "banned": ban }),
+            )
+        }
+        Command::Group(GroupCommand::Unban { group, user }) => {
+            client.unban(group, user.clone()).await?;
+            out.line(
+                &format!("unbanned {user} in {group}"),
+                json!({ "group": group.get(), "user": user.as_str() }),
+            )
+        }
+        Command::Group(GroupCommand::Role { group, user, role }) => {
+            client.set_role(group, user.clone(), role).await?;
+            let name = role_name(role);
+            out.line(
+                &format!("{user} is now {name} of {group}"),
+                json!({ "group": group.get(), "user": user.as_str(), "role": name }),
+            )
+        }
+        Command::Group(GroupCommand::Info { group }) => {
+            let info = client.group_info(group).await?;
+            out.line(
+                &format!(
+                    "{} (group {}): {} members, owner {}{}\n{}",
+                    info.title,
+                    info.group,
+                    info.member_count,
+                    info.owner,
+                    if info.large { ", large" } else { "" },
+                    info.description
+                ),
+                json!({
+                    "group": info.group.get(),
+                    "title": info.title,
+                    "description": info.description,
+                    "owner": info.owner.as_str(),
+                    "member_count": info.member_count,
+                    "created_at_ms": info.created_at_ms,
+                    "large": info.large,
+                }),
+            )
+        }
+        Command::Group(GroupCommand::Edit {
+            group,
+            title,
+            description,
+        }) => {
+            if title.is_none() && description.is_none() {
+                bail!("give --title and/or --description");
+            }
+            client.update_group_info(group, title, description).await?;
+            out.line(
+                &format!("updated {group}"),
+                json!({ "group": group.get(), "updated": true }),
+            )
+        }
+        Command::Group(GroupCommand::Members { group, limit }) => {
+            let mut remaining = limit.unwrap_or(u32::MAX);
+            let mut after = None;
+            for _ in 0..MEMBER_PAGES_MAX {
+                if remaining == 0 {
+                    break;
+                }
+                let (members, more) = client
+                    .members(group, after.clone(), remaining.min(1000))
+                    .await?;
+                for member in &members {
+                    let name = role_name(member.role);
+                    out.line(
+                        &format!("{} ({name})", member.user),
+                        json!({ "user": member.user.as_str(), "role": name }),
+                    )?;
+                }
+                remaining =
+                    remaining.saturating_sub(u32::try_from(members.len()).unwrap_or(u32::MAX));
+                match members.last() {
+                    Some(last) if more => after = Some(last.user.clone()),
+                    _ => break,
+                }
+            }
+            Ok(())
         }
         Command::Receipts { with, group } => {
             let conversation = match (with, group) {
@@ -766,6 +1016,15 @@ impl Output {
                 "reactions": message.reactions.iter()
                     .map(|r| json!({ "emoji": r.emoji, "count": r.count }))
                     .collect::<Vec<_>>(),
+                "media": match &message.body {
+                    MessageBody::Media { media, caption } => json!({
+                        "id": media.id.as_str(),
+                        "size_bytes": media.size_bytes,
+                        "mime": media.mime,
+                        "caption": caption,
+                    }),
+                    _ => serde_json::Value::Null,
+                },
             }),
         )
     }
@@ -799,6 +1058,46 @@ fn describe(message: &Message) -> (String, bool) {
         MessageBody::System(SystemEvent::MemberLeft { user }) => {
             (format!("{user} left the group"), true)
         }
+        MessageBody::System(SystemEvent::MembersAdded { users, by }) => {
+            let names = users
+                .iter()
+                .map(UserId::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            match by {
+                Some(by) => (format!("{by} added {names}"), true),
+                None => (format!("{names} joined by link"), true),
+            }
+        }
+        MessageBody::System(SystemEvent::MemberRemoved { user, by, banned }) => {
+            let verb = if *banned { "banned" } else { "removed" };
+            (format!("{by} {verb} {user}"), true)
+        }
+        MessageBody::System(SystemEvent::RoleChanged { user, role, by }) => {
+            (format!("{by} made {user} {role:?}"), true)
+        }
+        MessageBody::System(SystemEvent::InfoChanged { title, description }) => {
+            let mut parts = Vec::new();
+            if let Some(title) = title {
+                parts.push(format!("title is now \"{title}\""));
+            }
+            if let Some(description) = description {
+                parts.push(format!("description is now \"{description}\""));
+            }
+            (
+                format!("{} changed the group: {}", message.sender, parts.join(", ")),
+                true,
+            )
+        }
+        MessageBody::Media { media, caption } => (
+            format!(
+                "[{} {}, media {}] {caption}",
+                media.mime,
+                human_bytes(media.size_bytes),
+                media.id
+            ),
+            false,
+        ),
         MessageBody::Deleted => ("(deleted)".to_owned(), true),
         MessageBody::Update(update) => {
             let who = &message.sender;
@@ -833,6 +1132,157 @@ fn describe(message: &Message) -> (String, bool) {
             (text, true)
         }
     }
+}
+
+/// Sends a text, a reply, or (with `media`) a media message with the text as caption.
+async fn send(
+    client: &Client,
+    conversation: ConversationRef,
+    text: Option<String>,
+    client_msg_id: Option<ClientMsgId>,
+    reply_to: Option<u64>,
+    media: Option<MediaId>,
+) -> Result<SendAck> {
+    let text = text.unwrap_or_default();
+    let ack = match (media, reply_to) {
+        (Some(media), _) => {
+            client
+                .send_media(conversation, media, text, client_msg_id)
+                .await?
+        }
+        (None, Some(seq)) => {
+            client
+                .reply(conversation, Seq::new(seq), text, client_msg_id)
+                .await?
+        }
+        (None, None) => client.send(conversation, text, client_msg_id).await?,
+    };
+    Ok(ack)
+}
+
+/// Files above this size get a progress bar while uploading (when stderr is a terminal).
+const PROGRESS_BAR_MIN_BYTES: u64 = 1024 * 1024;
+
+/// How often the progress bar is redrawn.
+const PROGRESS_BAR_PERIOD: Duration = Duration::from_millis(100);
+
+async fn media(client: &Client, out: &Output, command: MediaCommand) -> Result<()> {
+    match command {
+        MediaCommand::Upload { file, mime } => {
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("read {}", file.display()))?
+                .len();
+            let (progress_tx, progress_rx) = watch::channel(UploadProgress::default());
+            let bar = (io::stderr().is_terminal() && size > PROGRESS_BAR_MIN_BYTES)
+                .then(|| tokio::spawn(progress_bar(progress_rx)));
+            let started = Instant::now();
+            let result = client.upload(&file, mime, Some(&progress_tx)).await;
+            // Dropping the sender ends the bar.
+            drop(progress_tx);
+            if let Some(bar) = bar {
+                let _ = bar.await;
+            }
+            let uploaded = result?;
+            let info = &uploaded.info;
+            let seconds = started.elapsed().as_secs_f64();
+            out.line(
+                info.id.as_str(),
+                json!({
+                    "id": info.id.as_str(),
+                    "size_bytes": info.size_bytes,
+                    "mime": info.mime,
+                    "resumed_from_bytes": uploaded.resumed_from_bytes,
+                    "sent_bytes": uploaded.sent_bytes,
+                    "seconds": seconds,
+                }),
+            )
+        }
+        MediaCommand::Download {
+            id,
+            target,
+            out: path,
+            range,
+        } => {
+            let conversation = target.conversation()?;
+            let file = tokio::fs::File::create(&path)
+                .await
+                .with_context(|| format!("create {}", path.display()))?;
+            let mut writer = tokio::io::BufWriter::new(file);
+            let range = range.map(|r| (r.start, r.end));
+            let got = match client.download(&id, conversation, range, &mut writer).await {
+                Ok(got) => got,
+                Err(error) => {
+                    // Nothing half-written is left behind under the name asked for.
+                    drop(writer);
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Err(error.into());
+                }
+            };
+            let bytes = got.end - got.start;
+            out.line(
+                &format!(
+                    "wrote {} ({}) to {}",
+                    human_bytes(bytes),
+                    got.info.mime,
+                    path.display()
+                ),
+                json!({
+                    "id": got.info.id.as_str(),
+                    "size_bytes": got.info.size_bytes,
+                    "mime": got.info.mime,
+                    "start": got.start,
+                    "end": got.end,
+                    "out": path.display().to_string(),
+                }),
+            )
+        }
+    }
+}
+
+/// Draws `[#####     ]  50%  25.0 MiB / 50.0 MiB  12.3 MiB/s` on stderr until the sender is dropped.
+async fn progress_bar(mut progress: watch::Receiver<UploadProgress>) {
+    const WIDTH: u64 = 30;
+    let started = Instant::now();
+    let mut first_done = None;
+    // Bounded: ends when the upload drops its sender.
+    while progress.changed().await.is_ok() {
+        let UploadProgress {
+            done_bytes,
+            total_bytes,
+        } = *progress.borrow_and_update();
+        // The speed counts only what this run sent, not what the node already had.
+        let base = *first_done.get_or_insert(done_bytes);
+        let total = total_bytes.max(1);
+        let filled = (done_bytes.min(total) * WIDTH / total) as usize;
+        let rate =
+            (done_bytes - base.min(done_bytes)) as f64 / started.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\r[{}{}] {:>3}%  {} / {}  {}/s   ",
+            "#".repeat(filled),
+            " ".repeat(WIDTH as usize - filled),
+            done_bytes.min(total) * 100 / total,
+            human_bytes(done_bytes),
+            human_bytes(total_bytes),
+            human_bytes(rate as u64)
+        );
+        tokio::time::sleep(PROGRESS_BAR_PERIOD).await;
+    }
+    eprintln!();
+}
+
+/// `512 B`, `1.5 KiB`, `25.0 MiB`, `2.0 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

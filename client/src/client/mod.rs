@@ -14,8 +14,8 @@ use piazza_protocol::limits::{
 };
 use piazza_protocol::{
     ClientMsgId, ConversationId, ConversationRef, Datagram, DeviceId, ErrorCode, GroupId,
-    HistoryPage, Message, ReceiptKind, ReceiptState, Request, Response, SendAck, Seq, SyncCursor,
-    UserId, codec,
+    GroupInfo, GroupRole, HistoryPage, Member, Message, ReceiptKind, ReceiptState, Request,
+    Response, SendAck, Seq, SyncCursor, UserId, codec,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -430,6 +430,136 @@ impl Client {
         }
     }
 
+    /// Adds users to a group (owner and admins). Not retried after a lost connection.
+    pub async fn invite(&self, group: GroupId, users: Vec<UserId>) -> Result<(), ClientError> {
+        self.done_call(
+            "invite",
+            Request::InviteMembers { group, users },
+            Retry::Never,
+        )
+        .await
+    }
+
+    /// Creates a new invite link for a group, invalidating the previous one.
+    pub async fn create_invite_link(&self, group: GroupId) -> Result<String, ClientError> {
+        match self
+            .call(Request::CreateInviteLink { group }, Retry::Never)
+            .await?
+        {
+            Response::InviteLink { link } => Ok(link),
+            other => Err(transport::unexpected("create_invite_link", &other)),
+        }
+    }
+
+    /// Joins a group with an invite link; joining twice is harmless, so it is retried.
+    pub async fn join_by_link(
+        &self,
+        link: impl Into<String>,
+    ) -> Result<ConversationId, ClientError> {
+        match self
+            .call(Request::JoinByLink { link: link.into() }, Retry::Safe)
+            .await?
+        {
+            Response::GroupJoined { conversation } => Ok(conversation),
+            other => Err(transport::unexpected("join_by_link", &other)),
+        }
+    }
+
+    /// Removes (and optionally bans) a member.
+    pub async fn remove_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        ban: bool,
+    ) -> Result<(), ClientError> {
+        self.done_call(
+            "remove_member",
+            Request::RemoveMember { group, user, ban },
+            Retry::Never,
+        )
+        .await
+    }
+
+    /// Lifts a ban.
+    pub async fn unban(&self, group: GroupId, user: UserId) -> Result<(), ClientError> {
+        self.done_call("unban", Request::Unban { group, user }, Retry::Never)
+            .await
+    }
+
+    /// Changes a member's role (owner only); `Owner` transfers ownership.
+    pub async fn set_role(
+        &self,
+        group: GroupId,
+        user: UserId,
+        role: GroupRole,
+    ) -> Result<(), ClientError> {
+        self.done_call(
+            "set_role",
+            Request::SetRole { group, user, role },
+            Retry::Never,
+        )
+        .await
+    }
+
+    /// Changes a group's title and/or description.
+    pub async fn update_group_info(
+        &self,
+        group: GroupId,
+        title: Option<String>,
+        description: Option<String>,
+    ) -> Result<(), ClientError> {
+        let request = Request::UpdateGroupInfo {
+            group,
+            title,
+            description,
+        };
+        self.done_call("update_group_info", request, Retry::Never)
+            .await
+    }
+
+    /// A group's profile.
+    pub async fn group_info(&self, group: GroupId) -> Result<GroupInfo, ClientError> {
+        match self.call(Request::GroupInfo { group }, Retry::Safe).await? {
+            Response::GroupInfo(info) => Ok(info),
+            other => Err(transport::unexpected("group_info", &other)),
+        }
+    }
+
+    /// One page of a group's members, in user-id order, after `after`; and whether more follow.
+    pub async fn members(
+        &self,
+        group: GroupId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<(Vec<Member>, bool), ClientError> {
+        match self
+            .call(
+                Request::Members {
+                    group,
+                    after,
+                    limit,
+                },
+                Retry::Safe,
+            )
+            .await?
+        {
+            Response::Members { members, more } => Ok((members, more)),
+            other => Err(transport::unexpected("members", &other)),
+        }
+    }
+
+    async fn done_call(
+        &self,
+        what: &str,
+        request: Request,
+        retry: Retry,
+    ) -> Result<(), ClientError> {
+        match self.call(request, retry).await? {
+            Response::Done => Ok(()),
+            other => Err(transport::unexpected(what, &other)),
+        }
+    }
+
     /// A request answered with an ack. Safe to retry: the `client_msg_id` deduplicates it.
     async fn ack_call(&self, what: &str, request: Request) -> Result<SendAck, ClientError> {
         match self.call(request, Retry::Safe).await? {
@@ -684,5 +814,8 @@ fn random_salt() -> u64 {
     hasher.finish()
 }
 
+mod media;
 #[cfg(test)]
 mod tests;
+
+pub use self::media::{Downloaded, UploadProgress, Uploaded};

@@ -503,7 +503,8 @@ fn worth_retrying(error: &ClientError) -> bool {
         ClientError::Config(_)
         | ClientError::Invalid(_)
         | ClientError::Protocol(_)
-        | ClientError::Closed => false,
+        | ClientError::Closed
+        | ClientError::File(_) => false,
     }
 }
 

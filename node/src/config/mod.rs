@@ -47,6 +47,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// `[tls]`
     pub tls: TlsSection,
+    /// `[media]`
+    pub media: MediaSection,
 }
 
 /// `[node]`: identity and data.
@@ -112,6 +114,10 @@ pub struct LimitsSection {
     pub user_conversations_max: usize,
     /// How long a session waits for the actor that owns the data to answer.
     pub actor_call_timeout_ms: u64,
+    /// Most members of one group.
+    pub group_members_max: usize,
+    /// Above this many members a group is "large": typing indicators and receipts are suppressed.
+    pub group_large_members: usize,
     /// How long after sending a message its sender may edit or delete it (owners of a group may
     /// delete any message at any time).
     pub edit_window_ms: u64,
@@ -168,6 +174,10 @@ pub const CONVERSATION_IDLE_MS_DEFAULT: u64 = 60_000;
 pub const USER_CONVERSATIONS_MAX_DEFAULT: usize = 10_000;
 /// Ten seconds: far above a commit (~ms); reaching it means the node is in trouble.
 pub const ACTOR_CALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Telegram's supergroup limit; membership is held in memory by the group's actor.
+pub const GROUP_MEMBERS_MAX_DEFAULT: usize = 200_000;
+/// Typing and receipts to more than a thousand members cost more than they tell anyone.
+pub const GROUP_LARGE_MEMBERS_DEFAULT: usize = 1000;
 /// Two days, like Telegram's edit window in groups.
 pub const EDIT_WINDOW_MS_DEFAULT: u64 = 48 * 3600 * 1000;
 /// Four MiB, see `ServerSection::udp_buffer_bytes`.
@@ -229,6 +239,8 @@ impl Default for LimitsSection {
             user_conversations_max: USER_CONVERSATIONS_MAX_DEFAULT,
             actor_call_timeout_ms: ACTOR_CALL_TIMEOUT_MS_DEFAULT,
             edit_window_ms: EDIT_WINDOW_MS_DEFAULT,
+            group_members_max: GROUP_MEMBERS_MAX_DEFAULT,
+            group_large_members: GROUP_LARGE_MEMBERS_DEFAULT,
         }
     }
 }
@@ -239,6 +251,55 @@ impl Default for AuthSection {
             signing_key_file: None,
             public_key_file: None,
             token_ttl_secs: TOKEN_TTL_SECS_DEFAULT,
+        }
+    }
+}
+
+/// `[media]`: uploads, downloads and blobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSection {
+    /// Largest blob this node accepts, in bytes; at most the protocol's hard limit of 2 GiB.
+    pub max_bytes: u64,
+    /// An upload untouched for this long is abandoned: its bytes and metadata are deleted.
+    pub upload_ttl_secs: u64,
+    /// How often abandoned uploads are looked for (also once at start-up), 1..=86400.
+    pub gc_interval_secs: u64,
+    /// Uploads one user may have in progress at once; `BeginUpload` of one more is `TooLarge`.
+    pub uploads_per_user_max: usize,
+    /// Uploads being written, finished or collected at once on this node (each holds a lock and
+    /// a running hash in memory); beyond it, uploads get `Unavailable`.
+    pub uploads_active_max: usize,
+    /// Concurrent upload streams (QUIC unidirectional streams) a connection may open.
+    pub upload_streams_max: u32,
+}
+
+/// 100 MiB: photos, voice notes and short videos; large files need a deliberate setting.
+pub const MEDIA_MAX_BYTES_DEFAULT: u64 = 100 * 1024 * 1024;
+/// A day: a phone that lost its network overnight can still resume in the morning.
+pub const UPLOAD_TTL_SECS_DEFAULT: u64 = 24 * 3600;
+/// Ten minutes: garbage lives at most TTL plus this long, and a sweep is one directory walk.
+pub const MEDIA_GC_INTERVAL_SECS_DEFAULT: u64 = 600;
+/// Upper bound of `media.gc_interval_secs`: the GC must run at least daily.
+pub const MEDIA_GC_INTERVAL_SECS_MAX: u64 = 24 * 3600;
+/// A device uploads an album at a time; 16 covers that without letting one user fill the disk.
+pub const UPLOADS_PER_USER_MAX_DEFAULT: usize = 16;
+/// A slot is a few hundred bytes; 4096 concurrent uploads is far beyond one node's disk bandwidth.
+pub const UPLOADS_ACTIVE_MAX_DEFAULT: usize = 4096;
+/// An upload sends its streams one after another; four lets the next start while the last ends.
+pub const UPLOAD_STREAMS_MAX_DEFAULT: u32 = 4;
+/// Upper bound of `media.upload_streams_max`: each open stream costs receive-buffer memory.
+pub const UPLOAD_STREAMS_MAX_MAX: u32 = 64;
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            max_bytes: MEDIA_MAX_BYTES_DEFAULT,
+            upload_ttl_secs: UPLOAD_TTL_SECS_DEFAULT,
+            gc_interval_secs: MEDIA_GC_INTERVAL_SECS_DEFAULT,
+            uploads_per_user_max: UPLOADS_PER_USER_MAX_DEFAULT,
+            uploads_active_max: UPLOADS_ACTIVE_MAX_DEFAULT,
+            upload_streams_max: UPLOAD_STREAMS_MAX_DEFAULT,
         }
     }
 }
@@ -357,6 +418,7 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
         }
+        self.media.validate()?;
         if self.node.name.is_empty() {
             return Err(ConfigError::Invalid("node.name must not be empty".into()));
         }
@@ -374,6 +436,44 @@ impl Config {
     /// Directory of generated TLS material.
     pub fn tls_dir(&self) -> PathBuf {
         self.node.data_dir.join("tls")
+    }
+}
+
+impl MediaSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        use piazza_protocol::limits::MEDIA_BYTES_HARD_MAX;
+        let in_range = [
+            ("media.max_bytes", self.max_bytes, MEDIA_BYTES_HARD_MAX),
+            ("media.upload_ttl_secs", self.upload_ttl_secs, u64::MAX),
+            (
+                "media.gc_interval_secs",
+                self.gc_interval_secs,
+                MEDIA_GC_INTERVAL_SECS_MAX,
+            ),
+            (
+                "media.uploads_per_user_max",
+                self.uploads_per_user_max as u64,
+                u64::MAX,
+            ),
+            (
+                "media.uploads_active_max",
+                self.uploads_active_max as u64,
+                u64::MAX,
+            ),
+            (
+                "media.upload_streams_max",
+                u64::from(self.upload_streams_max),
+                u64::from(UPLOAD_STREAMS_MAX_MAX),
+            ),
+        ];
+        for (name, value, max) in in_range {
+            if value == 0 || value > max {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between 1 and {max}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -93,3 +93,41 @@ fn mistakes_are_reported() {
         Err(ConfigError::Parse { .. })
     ));
 }
+
+#[test]
+fn media_section_defaults_and_bounds() {
+    let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &Overrides::default());
+    let config = load(&[]).unwrap();
+    assert_eq!(config.media.max_bytes, 100 * 1024 * 1024);
+    assert_eq!(config.media.upload_ttl_secs, 24 * 3600);
+    assert_eq!(config.media.upload_streams_max, 4);
+    // max_bytes: the protocol's hard limit is allowed, one byte more is not.
+    let hard = piazza_protocol::limits::MEDIA_BYTES_HARD_MAX;
+    let config = load(&[("PIAZZA__MEDIA__MAX_BYTES", &hard.to_string())]).unwrap();
+    assert_eq!(config.media.max_bytes, hard);
+    for (key, value) in [
+        ("PIAZZA__MEDIA__MAX_BYTES", (hard + 1).to_string()),
+        ("PIAZZA__MEDIA__MAX_BYTES", "0".to_owned()),
+        ("PIAZZA__MEDIA__UPLOAD_TTL_SECS", "0".to_owned()),
+        ("PIAZZA__MEDIA__GC_INTERVAL_SECS", "86401".to_owned()),
+        ("PIAZZA__MEDIA__UPLOAD_STREAMS_MAX", "65".to_owned()),
+        ("PIAZZA__MEDIA__UPLOADS_PER_USER_MAX", "0".to_owned()),
+    ] {
+        assert!(
+            matches!(load(&[(key, &value)]), Err(ConfigError::Invalid(_))),
+            "{key}={value}"
+        );
+    }
+    let config = load(&[
+        ("PIAZZA__MEDIA__GC_INTERVAL_SECS", "86400"),
+        ("PIAZZA__MEDIA__UPLOAD_STREAMS_MAX", "64"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (
+            config.media.gc_interval_secs,
+            config.media.upload_streams_max
+        ),
+        (86400, 64)
+    );
+}

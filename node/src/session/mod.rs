@@ -6,6 +6,7 @@
 //! waits for a commit. Events for the client arrive from the relay in the session's bounded outbox,
 //! which the transport drains onto the connection's event stream.
 
+mod media;
 mod rate;
 mod sync;
 
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 
 use self::rate::RateLimiter;
 use crate::actors::conversation::core::Draft;
-use crate::actors::conversation::{ConversationMsg, UpdateRequest};
+use crate::actors::conversation::{ConversationMsg, GroupOp, UpdateRequest};
 use crate::actors::relay::{Outbox, RelayMsg, SessionId};
 use crate::node::NodeContext;
 
@@ -232,7 +233,8 @@ impl SessionState {
                 | Request::Delete { .. }
                 | Request::React { .. }
                 | Request::Pin { .. }
-                | Request::Forward { .. } => self.limiter.try_acquire(now),
+                | Request::Forward { .. }
+                | Request::SendMedia { .. } => self.limiter.try_acquire(now),
                 _ => Ok(()),
             });
         if let Err(wait) = admitted {
@@ -484,6 +486,80 @@ impl SessionState {
                     let _ = reply.send(response);
                 });
             }
+            Request::InviteMembers { group, users } => {
+                self.group(group, GroupOp::Invite(users), reply).await
+            }
+            Request::CreateInviteLink { group } => {
+                self.group(group, GroupOp::CreateLink, reply).await
+            }
+            Request::JoinByLink { link } => {
+                let parsed = link.split_once('.').and_then(|(group, secret)| {
+                    Some((group.parse::<GroupId>().ok()?, secret.to_owned()))
+                });
+                match parsed {
+                    Some((group, secret)) => {
+                        self.group(group, GroupOp::Join { secret }, reply).await
+                    }
+                    None => {
+                        let _ = reply.send(Response::Error(ErrorCode::invalid(
+                            "link",
+                            "not an invite link",
+                        )));
+                    }
+                }
+            }
+            Request::RemoveMember {
+                group,
+                user: target,
+                ban,
+            } => {
+                self.group(group, GroupOp::Remove { user: target, ban }, reply)
+                    .await;
+            }
+            Request::Unban {
+                group,
+                user: target,
+            } => self.group(group, GroupOp::Unban(target), reply).await,
+            Request::SetRole {
+                group,
+                user: target,
+                role,
+            } => {
+                self.group(group, GroupOp::SetRole { user: target, role }, reply)
+                    .await;
+            }
+            Request::UpdateGroupInfo {
+                group,
+                title,
+                description,
+            } => {
+                self.group(group, GroupOp::UpdateInfo { title, description }, reply)
+                    .await;
+            }
+            Request::GroupInfo { group } => self.group(group, GroupOp::Info, reply).await,
+            Request::Members {
+                group,
+                after,
+                limit,
+            } => {
+                self.group(group, GroupOp::Members { after, limit }, reply)
+                    .await;
+            }
+            Request::Media(request) => media::handle(ctx, user, request, reply),
+            Request::SendMedia {
+                conversation,
+                client_msg_id,
+                media,
+                caption,
+            } => media::handle_send(
+                ctx,
+                user,
+                conversation,
+                client_msg_id,
+                media,
+                caption,
+                reply,
+            ),
             Request::Heads { after } => {
                 // Index reads of committed data, bounded by HEADS_MAX: cheap enough inline.
                 let _ = reply.send(sync::heads(&ctx, &user, after.as_ref()));
@@ -501,6 +577,17 @@ impl SessionState {
 }
 
 impl SessionState {
+    async fn group(&self, group: GroupId, op: GroupOp, reply: RpcReplyPort<Response>) {
+        let message = ConversationMsg::Group {
+            user: self.user.clone(),
+            op,
+            reply,
+        };
+        self.ctx
+            .send_to_conversation(&ConversationId::Group(group), message)
+            .await;
+    }
+
     async fn update(
         &self,
         conversation: &ConversationRef,
@@ -557,10 +644,15 @@ async fn forward(
             return Response::Error(ErrorCode::unavailable("conversation did not answer"));
         }
     };
-    if !matches!(original.body, piazza_protocol::MessageBody::Text(_)) {
+    // A forwarded media message references its blob in the new conversation too, so the
+    // recipients there may download it.
+    if !matches!(
+        original.body,
+        piazza_protocol::MessageBody::Text(_) | piazza_protocol::MessageBody::Media { .. }
+    ) {
         return Response::Error(ErrorCode::invalid(
             "seq",
-            "only text messages can be forwarded",
+            "only text and media messages can be forwarded",
         ));
     }
     // A forward of a forward names the first origin.

@@ -65,17 +65,38 @@ pub type CommitCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 /// The role of a group member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Created the group.
+    /// Created the group or received ownership.
     Owner,
+    /// Moderator.
+    Admin,
     /// Any other member.
     Member,
 }
 
 impl Role {
+    /// The wire role.
+    pub fn to_wire(self) -> piazza_protocol::GroupRole {
+        match self {
+            Role::Owner => piazza_protocol::GroupRole::Owner,
+            Role::Admin => piazza_protocol::GroupRole::Admin,
+            Role::Member => piazza_protocol::GroupRole::Member,
+        }
+    }
+
+    /// From the wire role.
+    pub fn from_wire(role: piazza_protocol::GroupRole) -> Role {
+        match role {
+            piazza_protocol::GroupRole::Owner => Role::Owner,
+            piazza_protocol::GroupRole::Admin => Role::Admin,
+            piazza_protocol::GroupRole::Member => Role::Member,
+        }
+    }
+
     fn to_byte(self) -> u8 {
         match self {
             Role::Owner => 1,
             Role::Member => 2,
+            Role::Admin => 3,
         }
     }
 
@@ -83,6 +104,7 @@ impl Role {
         match byte {
             1 => Ok(Role::Owner),
             2 => Ok(Role::Member),
+            3 => Ok(Role::Admin),
             other => Err(StorageError::Corrupt {
                 table: "members",
                 reason: format!("role {other}"),
@@ -96,11 +118,20 @@ impl Role {
 pub struct GroupRecord {
     /// Display name.
     pub name: String,
-    /// Creator.
+    /// The current owner.
     pub owner: UserId,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Description, possibly empty.
+    pub description: String,
+    /// Secret part of the current invite link, if one was created.
+    pub invite_secret: Option<String>,
+    /// Banned users, at most [`BANNED_MAX`].
+    pub banned: Vec<UserId>,
 }
+
+/// Most banned users remembered per group (they live in the group row).
+pub const BANNED_MAX: usize = 1000;
 
 /// One write in a batch.
 #[derive(Clone, Debug)]
@@ -252,8 +283,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// Format byte of message rows.
 const MESSAGE_ROW_V1: u8 = 1;
-/// Format byte of group rows.
+/// Format byte of group rows: v1 held name, owner and creation time; v2 adds the description,
+/// the invite secret and the ban list.
 const GROUP_ROW_V1: u8 = 1;
+const GROUP_ROW_V2: u8 = 2;
 
 fn encode_message_row(message: &Message) -> Result<Vec<u8>, StorageError> {
     let body = piazza_protocol::codec::encode(message).map_err(|e| StorageError::Corrupt {
@@ -282,51 +315,113 @@ fn decode_message_row(row: &[u8]) -> Result<Message, StorageError> {
 }
 
 fn encode_group_row(record: &GroupRecord) -> Vec<u8> {
-    let owner = record.owner.as_str().as_bytes();
-    let name = record.name.as_bytes();
-    let mut row = Vec::with_capacity(1 + 8 + 2 + owner.len() + 2 + name.len());
-    row.push(GROUP_ROW_V1);
+    fn put_str(row: &mut Vec<u8>, text: &str) {
+        // Every string in a group row is bounded far below 64 KiB by protocol limits.
+        row.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        row.extend_from_slice(text.as_bytes());
+    }
+    let mut row = Vec::with_capacity(64 + record.name.len() + record.description.len());
+    row.push(GROUP_ROW_V2);
     row.extend_from_slice(&record.created_at_ms.to_be_bytes());
-    // Both lengths fit in u16: user names and group names are bounded by protocol limits.
-    row.extend_from_slice(&(owner.len() as u16).to_be_bytes());
-    row.extend_from_slice(owner);
-    row.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    row.extend_from_slice(name);
+    put_str(&mut row, record.owner.as_str());
+    put_str(&mut row, &record.name);
+    put_str(&mut row, &record.description);
+    put_str(&mut row, record.invite_secret.as_deref().unwrap_or(""));
+    // The ban list is bounded by BANNED_MAX, which fits in u16.
+    row.extend_from_slice(&(record.banned.len() as u16).to_be_bytes());
+    for user in &record.banned {
+        put_str(&mut row, user.as_str());
+    }
     row
 }
 
-fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
-    let corrupt = |reason: &str| StorageError::Corrupt {
-        table: "groups",
-        reason: reason.into(),
-    };
-    let mut rest = match row.split_first() {
-        Some((&GROUP_ROW_V1, rest)) => rest,
-        _ => return Err(corrupt("unknown row format")),
-    };
-    let mut take = |n: usize| -> Result<&[u8], StorageError> {
-        if rest.len() < n {
-            return Err(corrupt("truncated"));
+/// Reads a hand-encoded row front to back.
+struct RowReader<'a> {
+    rest: &'a [u8],
+    table: &'static str,
+}
+
+impl<'a> RowReader<'a> {
+    fn corrupt(&self, reason: &str) -> StorageError {
+        StorageError::Corrupt {
+            table: self.table,
+            reason: reason.into(),
         }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
+        if self.rest.len() < n {
+            return Err(self.corrupt("truncated"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
         Ok(head)
+    }
+
+    fn u16(&mut self) -> Result<u16, StorageError> {
+        let bytes = self.take(2)?;
+        Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, StorageError> {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    fn string(&mut self) -> Result<String, StorageError> {
+        let len = usize::from(self.u16()?);
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| self.corrupt("utf-8"))
+    }
+
+    fn user(&mut self) -> Result<UserId, StorageError> {
+        self.string()?
+            .parse::<UserId>()
+            .map_err(|_| self.corrupt("user id"))
+    }
+}
+
+fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
+    let (version, rest) = match row.split_first() {
+        Some((&v @ (GROUP_ROW_V1 | GROUP_ROW_V2), rest)) => (v, rest),
+        _ => {
+            return Err(StorageError::Corrupt {
+                table: "groups",
+                reason: "unknown row format".into(),
+            });
+        }
     };
-    let created_at_ms = u64::from_be_bytes(take(8)?.try_into().map_err(|_| corrupt("time"))?);
-    let owner_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt("len"))?);
-    let owner = std::str::from_utf8(take(usize::from(owner_len))?)
-        .map_err(|_| corrupt("owner utf-8"))?
-        .parse::<UserId>()
-        .map_err(|_| corrupt("owner"))?;
-    let name_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt("len"))?);
-    let name = std::str::from_utf8(take(usize::from(name_len))?)
-        .map_err(|_| corrupt("name utf-8"))?
-        .to_owned();
-    Ok(GroupRecord {
+    let mut reader = RowReader {
+        rest,
+        table: "groups",
+    };
+    let created_at_ms = reader.u64()?;
+    let owner = reader.user()?;
+    let name = reader.string()?;
+    let mut record = GroupRecord {
         name,
         owner,
         created_at_ms,
-    })
+        description: String::new(),
+        invite_secret: None,
+        banned: Vec::new(),
+    };
+    if version == GROUP_ROW_V2 {
+        record.description = reader.string()?;
+        let secret = reader.string()?;
+        record.invite_secret = (!secret.is_empty()).then_some(secret);
+        let count = usize::from(reader.u16()?);
+        if count > BANNED_MAX {
+            return Err(reader.corrupt("ban list over its limit"));
+        }
+        for _ in 0..count {
+            record.banned.push(reader.user()?);
+        }
+    }
+    Ok(record)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The embedded adapter against a real redb file in a temporary directory.
+//! The embedded adapter against a real fjall store in a temporary directory.
 
 use std::sync::mpsc as std_mpsc;
 
@@ -114,6 +114,9 @@ fn groups_members_receipts() {
         name: "crew ✓".into(),
         owner: user("alice"),
         created_at_ms: 99,
+        description: "weekend trips".into(),
+        invite_secret: Some("s3cret".into()),
+        banned: vec![user("mallory")],
     };
     commit(
         &storage,
@@ -284,9 +287,262 @@ fn corrupt_rows_are_errors() {
         name: "n".into(),
         owner: user("o"),
         created_at_ms: 1,
+        description: String::new(),
+        invite_secret: None,
+        banned: Vec::new(),
     };
     let row = encode_group_row(&record);
+    // Rows written by the first format (name, owner, time) still decode.
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&7u64.to_be_bytes());
+    v1.extend_from_slice(&1u16.to_be_bytes());
+    v1.extend_from_slice(b"o");
+    v1.extend_from_slice(&2u16.to_be_bytes());
+    v1.extend_from_slice(b"g1");
+    let old = decode_group_row(&v1).unwrap();
+    assert_eq!(
+        (old.name.as_str(), old.owner.as_str(), old.created_at_ms),
+        ("g1", "o", 7)
+    );
+    assert!(old.banned.is_empty() && old.invite_secret.is_none());
     assert_eq!(decode_group_row(&row).unwrap(), record);
     assert!(decode_group_row(&row[..row.len() - 1]).is_err());
     assert!(decode_group_row(&[2]).is_err());
+}
+
+fn seqs(messages: &[Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq.get()).collect()
+}
+
+/// Keys of conversations (and users) whose ids share a prefix never mix: `dm:alice:bob` vs
+/// `dm:alice:bobby`, `g:1` vs `g:12`, `bob` vs `bobby`; seqs are ordered numerically.
+#[test]
+fn prefix_sharing_ids_never_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let bob = dm();
+    let bobby = ConversationId::direct(user("alice"), user("bobby")).unwrap();
+    let g1 = ConversationId::Group(GroupId::new(1).unwrap());
+    let g12 = ConversationId::Group(GroupId::new(12).unwrap());
+    let mut writes: Vec<Write> = (1..=300)
+        .map(|s| Write::Message(message(&bob, s)))
+        .collect();
+    writes.extend((1..=3).map(|s| Write::Message(message(&bobby, s))));
+    writes.extend((1..=2).map(|s| Write::Message(message(&g12, s))));
+    for (conversation, member) in [
+        (&bob, "bob"),
+        (&bobby, "bobby"),
+        (&g1, "bob"),
+        (&g12, "bobby"),
+        (&g12, "bob"),
+    ] {
+        writes.push(Write::AddMember {
+            conversation: conversation.clone(),
+            user: user(member),
+            role: Role::Member,
+        });
+    }
+    writes.push(Write::Receipt {
+        conversation: bobby.clone(),
+        user: user("bobby"),
+        delivered: Seq::new(3),
+        read: Seq::new(1),
+    });
+    writes.push(Write::Pin {
+        conversation: bobby.clone(),
+        target: Seq::new(2),
+        pinned: true,
+    });
+    commit(&storage, writes).unwrap();
+
+    assert_eq!(storage.last_seq(&bob).unwrap(), Seq::new(300));
+    assert_eq!(storage.last_seq(&bobby).unwrap(), Seq::new(3));
+    assert_eq!(storage.last_seq(&g1).unwrap(), Seq::ZERO);
+    assert_eq!(storage.last_seq(&g12).unwrap(), Seq::new(2));
+
+    let (page, more) = storage.messages_after(&bob, Seq::new(254), 4).unwrap();
+    assert_eq!(seqs(&page), [255, 256, 257, 258], "numeric seq order");
+    assert!(more);
+    let (page, more) = storage.messages_after(&bob, Seq::new(297), 10).unwrap();
+    assert_eq!(seqs(&page), [298, 299, 300]);
+    assert!(!more, "nothing of dm:alice:bobby after dm:alice:bob");
+    let (page, more) = storage.messages_before(&bobby, None, 10).unwrap();
+    assert_eq!(seqs(&page), [1, 2, 3]);
+    assert!(page.iter().all(|m| m.conversation == bobby));
+    assert!(!more, "nothing of dm:alice:bob before dm:alice:bobby");
+    let (page, more) = storage.messages_after(&bobby, Seq::ZERO, 10).unwrap();
+    assert_eq!(seqs(&page), [1, 2, 3]);
+    assert!(!more);
+    let (page, more) = storage.messages_before(&g1, None, 10).unwrap();
+    assert!(page.is_empty() && !more, "g:1 sees nothing of g:12");
+    assert_eq!(storage.message(&bobby, Seq::new(4)).unwrap(), None);
+
+    assert_eq!(
+        storage.members(&g1, 10).unwrap(),
+        vec![(user("bob"), Role::Member)]
+    );
+    assert_eq!(
+        storage.members(&g12, 10).unwrap(),
+        vec![(user("bob"), Role::Member), (user("bobby"), Role::Member)],
+        "members in user order"
+    );
+    assert!(storage.members(&bob, 10).unwrap().is_empty());
+
+    assert_eq!(
+        storage.user_conversations(&user("bob"), None, 10).unwrap(),
+        vec![bob.clone(), g1.clone(), g12.clone()],
+        "in id order, nothing of bobby"
+    );
+    assert_eq!(
+        storage
+            .user_conversations(&user("bob"), Some(&g12), 10)
+            .unwrap(),
+        Vec::<ConversationId>::new()
+    );
+    assert_eq!(
+        storage
+            .user_conversations(&user("bobby"), None, 10)
+            .unwrap(),
+        vec![bobby.clone(), g12.clone()]
+    );
+    assert!(
+        storage
+            .user_conversations(&user("bo"), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(storage.receipts(&bob).unwrap().is_empty());
+    assert_eq!(storage.receipts(&bobby).unwrap().len(), 1);
+    assert!(storage.pinned(&bob, 10).unwrap().is_empty());
+    assert_eq!(storage.pinned(&bobby, 10).unwrap(), vec![Seq::new(2)]);
+}
+
+/// Writes to the same key within one commit behave as if applied one by one: the last one wins.
+#[test]
+fn last_write_to_a_key_wins_within_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let conv = ConversationId::Group(GroupId::new(5).unwrap());
+    let react = |emoji: &str, added| Write::Reaction {
+        conversation: conv.clone(),
+        target: Seq::new(1),
+        emoji: emoji.into(),
+        user: user("bob"),
+        added,
+    };
+    let pin = |target, pinned| Write::Pin {
+        conversation: conv.clone(),
+        target: Seq::new(target),
+        pinned,
+    };
+    let receipt = |delivered, read| Write::Receipt {
+        conversation: conv.clone(),
+        user: user("bob"),
+        delivered: Seq::new(delivered),
+        read: Seq::new(read),
+    };
+    commit(
+        &storage,
+        vec![
+            Write::Message(message(&conv, 1)),
+            react("👍", true),
+            react("👍", false),
+            react("🎉", false),
+            react("🎉", true),
+            pin(1, true),
+            pin(1, false),
+            pin(3, true),
+            pin(2, true),
+            receipt(1, 0),
+            receipt(5, 4),
+            Write::AddMember {
+                conversation: conv.clone(),
+                user: user("bob"),
+                role: Role::Member,
+            },
+            Write::RemoveMember {
+                conversation: conv.clone(),
+                user: user("bob"),
+            },
+            Write::AddMember {
+                conversation: conv.clone(),
+                user: user("carol"),
+                role: Role::Member,
+            },
+        ],
+    )
+    .unwrap();
+    let has = |emoji: &str| {
+        storage
+            .has_reacted(&conv, Seq::new(1), emoji, &user("bob"))
+            .unwrap()
+    };
+    assert!(!has("👍"));
+    assert!(has("🎉"));
+    assert!(!has("🎉🎉"), "emoji are exact");
+    assert_eq!(
+        storage.pinned(&conv, 10).unwrap(),
+        vec![Seq::new(3), Seq::new(2)],
+        "pin order, not seq order"
+    );
+    assert_eq!(
+        storage.receipts(&conv).unwrap(),
+        vec![ReceiptState {
+            user: user("bob"),
+            delivered: Seq::new(5),
+            read: Seq::new(4),
+        }]
+    );
+    assert_eq!(
+        storage.members(&conv, 10).unwrap(),
+        vec![(user("carol"), Role::Member)]
+    );
+    assert!(
+        storage
+            .user_conversations(&user("bob"), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A closed store stays readable; opening its directory again in the same process takes the
+/// database from it, so a node restarts in-process even while old holders of the store remain.
+#[test]
+fn reopen_in_process_takes_the_database_from_a_closed_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dm();
+    let first = open(dir.path());
+    commit(&first, vec![Write::Message(message(&conv, 1))]).unwrap();
+    first.close().unwrap();
+    first.close().unwrap();
+    assert_eq!(first.last_seq(&conv).unwrap(), Seq::new(1));
+
+    let second = open(dir.path());
+    assert!(matches!(first.last_seq(&conv), Err(StorageError::Closed)));
+    assert!(matches!(
+        commit(&first, vec![Write::Message(message(&conv, 2))]),
+        Err(StorageError::Closed)
+    ));
+    assert_eq!(second.last_seq(&conv).unwrap(), Seq::new(1));
+    commit(&second, vec![Write::Message(message(&conv, 2))]).unwrap();
+    second.close().unwrap();
+    drop(first);
+
+    let third = open(dir.path());
+    assert_eq!(third.last_seq(&conv).unwrap(), Seq::new(2));
+    // A store that is not closed keeps its directory.
+    assert!(EmbeddedStorage::open(dir.path(), 16, 16).is_err());
+    assert_eq!(third.last_seq(&conv).unwrap(), Seq::new(2));
+}
+
+/// A data directory of the earlier redb adapter is refused, not silently replaced by an empty store.
+#[test]
+fn legacy_store_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("piazza.redb"), b"").unwrap();
+    assert!(matches!(
+        EmbeddedStorage::open(dir.path(), 16, 16),
+        Err(StorageError::Engine(_))
+    ));
 }

@@ -3,6 +3,7 @@
 //! **Boundary:** this is the only module that names quinn and rustls. Everything above it deals in
 //! protocol types and encoded frames.
 
+mod media;
 mod server;
 pub mod tls;
 
@@ -65,9 +66,11 @@ fn read_exact_error(e: quinn::ReadExactError) -> FrameError {
 }
 
 /// Creates the client-facing endpoint: a UDP socket with large buffers and a QUIC server
-/// configuration with the node's certificate, ALPN `piazza/1`, and per-connection limits.
+/// configuration with the node's certificate, ALPN `piazza/1`, and per-connection limits
+/// (`upload_streams_max` concurrent media upload streams).
 pub(crate) fn bind_endpoint(
     server: &ServerSection,
+    upload_streams_max: u32,
     tls: Arc<rustls::ServerConfig>,
 ) -> Result<Endpoint, std::io::Error> {
     let crypto = QuicServerConfig::try_from(tls)
@@ -76,8 +79,8 @@ pub(crate) fn bind_endpoint(
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(server.max_concurrent_requests.into())
-        // Clients have no reason to open unidirectional streams yet (media uploads will).
-        .max_concurrent_uni_streams(0u32.into())
+        // Clients open unidirectional streams only to upload media.
+        .max_concurrent_uni_streams(upload_streams_max.into())
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(Duration::from_millis(server.idle_timeout_ms))
                 .map_err(|e| std::io::Error::other(format!("idle timeout: {e}")))?,

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use piazza_protocol::limits::{DATAGRAM_BYTES_MAX, REQUEST_FRAME_BYTES_MAX};
-use piazza_protocol::{ALPN, Datagram, ErrorCode, Event, Request, Response, close_code, codec};
+use piazza_protocol::{
+    ALPN, Datagram, ErrorCode, Event, MediaResponse, Request, Response, UserId, close_code, codec,
+};
 use quinn::VarInt;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio::sync::{Semaphore, watch};
 
-use super::{FrameError, read_frame};
+use super::{FrameError, media, read_frame};
 use crate::node::NodeContext;
 use crate::session::{self, SessionIo, SessionMsg};
 
@@ -76,8 +78,8 @@ async fn drive(connection: quinn::Connection, ctx: Arc<NodeContext>) {
     metrics::gauge!("piazza_connections_active").increment(1.0);
     let hello_timeout = Duration::from_millis(ctx.config.server.hello_timeout_ms);
     match tokio::time::timeout(hello_timeout, hello(&connection, &ctx)).await {
-        Ok(Some((session, io))) => {
-            serve_session(&connection, &session, io).await;
+        Ok(Some((session, io, user))) => {
+            serve_session(&connection, &ctx, &user, &session, io).await;
             session.stop(None);
         }
         Ok(None) => {}
@@ -93,7 +95,7 @@ async fn drive(connection: quinn::Connection, ctx: Arc<NodeContext>) {
 async fn hello(
     connection: &quinn::Connection,
     ctx: &Arc<NodeContext>,
-) -> Option<(ActorRef<SessionMsg>, SessionIo)> {
+) -> Option<(ActorRef<SessionMsg>, SessionIo, UserId)> {
     for _ in 0..PRE_HELLO_ATTEMPTS_MAX {
         let (mut send, mut recv) = connection.accept_bi().await.ok()?;
         let response = match read_frame::<Request>(&mut recv, REQUEST_FRAME_BYTES_MAX).await {
@@ -114,7 +116,7 @@ async fn hello(
                             Err(code) => Response::Error(code),
                             Ok((session, io)) => {
                                 let welcome = Response::Welcome {
-                                    user,
+                                    user: user.clone(),
                                     node: ctx.config.node.name.clone(),
                                     server_time_ms: crate::node::now_ms(),
                                 };
@@ -122,7 +124,7 @@ async fn hello(
                                     session.stop(None);
                                     return None;
                                 }
-                                return Some((session, io));
+                                return Some((session, io, user));
                             }
                         },
                     }
@@ -149,6 +151,8 @@ async fn hello(
 
 async fn serve_session(
     connection: &quinn::Connection,
+    ctx: &Arc<NodeContext>,
+    user: &UserId,
     session: &ActorRef<SessionMsg>,
     io: SessionIo,
 ) {
@@ -163,11 +167,18 @@ async fn serve_session(
     };
     let datagram_writer = tokio::spawn(write_datagrams(connection.clone(), datagrams));
     loop {
-        // Requests and datagrams from the client, until the connection ends.
+        // Requests, upload streams and datagrams from the client, until the connection ends.
         tokio::select! {
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    tokio::spawn(serve_request(session.clone(), send, recv));
+                    tokio::spawn(serve_request(ctx.clone(), session.clone(), send, recv));
+                }
+                Err(_) => break,
+            },
+            // Bounded by `media.upload_streams_max` concurrent streams per connection (quinn).
+            stream = connection.accept_uni() => match stream {
+                Ok(recv) => {
+                    tokio::spawn(media::serve_upload(ctx.clone(), user.clone(), recv));
                 }
                 Err(_) => break,
             },
@@ -187,7 +198,9 @@ async fn serve_session(
 }
 
 /// Reads one request, has the session answer it, writes the response and finishes the stream.
+/// A media download's answer is followed by the blob's bytes.
 async fn serve_request(
+    ctx: Arc<NodeContext>,
     session: ActorRef<SessionMsg>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -216,6 +229,10 @@ async fn serve_request(
         }
     };
     metrics::counter!("piazza_requests_total", "kind" => kind, "outcome" => outcome_label(&response)).increment(1);
+    if let Response::Media(MediaResponse::Download { info, start, end }) = &response {
+        media::send_download(&ctx, &mut send, &response, &info.id, *start, *end).await;
+        return;
+    }
     let _ = write_response(&mut send, &response).await;
 }
 
@@ -262,7 +279,10 @@ fn frame_error_response(error: &FrameError, recv: &mut quinn::RecvStream) -> Opt
     }
 }
 
-async fn write_response(send: &mut quinn::SendStream, response: &Response) -> Result<(), ()> {
+pub(super) async fn write_response(
+    send: &mut quinn::SendStream,
+    response: &Response,
+) -> Result<(), ()> {
     let frame = match codec::encode_frame(response) {
         Ok(frame) => frame,
         Err(e) => {

@@ -3,16 +3,17 @@
 //! state from storage, and executes the effects (writes to persist, messages to fan out) this core
 //! returns. Tested without a runtime in `tests.rs`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use piazza_protocol::limits::{PINNED_MAX, REACTIONS_DISTINCT_MAX};
 use piazza_protocol::{
-    ClientMsgId, ConversationId, ErrorCode, ForwardedFrom, GroupId, Message, MessageBody,
-    MessageUpdate, ReactionCount, ReceiptKind, ReceiptState, SendAck, Seq, SystemEvent, UserId,
+    ClientMsgId, ConversationId, ErrorCode, ForwardedFrom, GroupId, GroupInfo, GroupRole, Member,
+    Message, MessageBody, MessageUpdate, ReactionCount, ReceiptKind, ReceiptState, SendAck, Seq,
+    SystemEvent, UserId,
 };
 
-use crate::storage::{GroupRecord, Role, Write};
+use crate::storage::{BANNED_MAX, GroupRecord, Role, Write};
 
 /// The members a message is delivered to; shared by every fan-out of the conversation until
 /// membership changes.
@@ -27,7 +28,7 @@ enum Kind {
     Group {
         id: GroupId,
         record: Option<GroupRecord>,
-        roles: HashMap<UserId, Role>,
+        roles: BTreeMap<UserId, Role>,
     },
 }
 
@@ -120,7 +121,7 @@ impl ConversationCore {
                 (Kind::Direct, HashSet::from([low.clone(), high.clone()]))
             }
             ConversationId::Group(group) => {
-                let roles: HashMap<UserId, Role> = restored.members.into_iter().collect();
+                let roles: BTreeMap<UserId, Role> = restored.members.into_iter().collect();
                 let members = roles.keys().cloned().collect();
                 (
                     Kind::Group {
@@ -248,16 +249,26 @@ impl ConversationCore {
             return Ok(Some(SendOutcome::Duplicate { ack }));
         }
         let mut target = target.ok_or(ErrorCode::NotFound)?;
-        if !matches!(target.body, MessageBody::Text(_)) {
+        // Media messages can be reacted to, pinned and deleted, but not edited (see below).
+        if !matches!(
+            target.body,
+            MessageBody::Text(_) | MessageBody::Media { .. }
+        ) {
             return Err(ErrorCode::invalid(
                 "target",
-                "only text messages can be changed",
+                "only text and media messages can be changed",
             ));
         }
         let within_window = now_ms.saturating_sub(target.sent_at_ms) <= edit_window_ms;
         let is_moderator = self.is_moderator(user);
         let (update, extra) = match change {
             Change::Edit { text } => {
+                if !matches!(target.body, MessageBody::Text(_)) {
+                    return Err(ErrorCode::invalid(
+                        "target",
+                        "only text messages can be edited",
+                    ));
+                }
                 if &target.sender != user {
                     return Err(ErrorCode::Forbidden);
                 }
@@ -386,12 +397,403 @@ impl ConversationCore {
         &self.pinned
     }
 
-    /// Whether `user` may moderate: the owner of a group.
+    /// Whether `user` may moderate: the owner or an admin of a group.
     fn is_moderator(&self, user: &UserId) -> bool {
+        matches!(self.role(user), Some(Role::Owner | Role::Admin))
+    }
+
+    fn role(&self, user: &UserId) -> Option<Role> {
         match &self.kind {
-            Kind::Group { roles, .. } => matches!(roles.get(user), Some(Role::Owner)),
-            Kind::Direct => false,
+            Kind::Group { roles, .. } => roles.get(user).copied(),
+            Kind::Direct => None,
         }
+    }
+
+    /// The group's parts, or `Invalid` for a direct conversation and `NotFound` before creation.
+    fn group_mut(
+        &mut self,
+    ) -> Result<(GroupId, &mut GroupRecord, &mut BTreeMap<UserId, Role>), ErrorCode> {
+        match &mut self.kind {
+            Kind::Group {
+                id,
+                record: Some(record),
+                roles,
+            } => Ok((*id, record, roles)),
+            Kind::Group { record: None, .. } => Err(ErrorCode::NotFound),
+            Kind::Direct => Err(ErrorCode::invalid("conversation", "not a group")),
+        }
+    }
+
+    fn rebuild_members(&mut self) {
+        if let Kind::Group { roles, .. } = &self.kind {
+            self.members = Arc::new(roles.keys().cloned().collect());
+        }
+    }
+
+    fn require_moderator(&self, user: &UserId) -> Result<(), ErrorCode> {
+        self.authorize(user)?;
+        if self.is_moderator(user) {
+            Ok(())
+        } else {
+            Err(ErrorCode::Forbidden)
+        }
+    }
+
+    /// Appends a system message by `by`, with a client id unique to its seq.
+    fn system(
+        &mut self,
+        by: &UserId,
+        event: SystemEvent,
+        now_ms: u64,
+    ) -> Result<(Message, Vec<Write>), ErrorCode> {
+        let client_msg_id = system_msg_id(&format!("{}", self.last_seq.get() + 1))?;
+        self.append(
+            by.clone(),
+            client_msg_id,
+            MessageBody::System(event),
+            now_ms,
+        )
+    }
+
+    /// Adds `users` (by invitation of `by`). Already-present members are skipped; banned users
+    /// are refused unless a moderator invites them, which lifts the ban.
+    pub(crate) fn handle_invite(
+        &mut self,
+        by: &UserId,
+        users: Vec<UserId>,
+        now_ms: u64,
+        members_max: usize,
+    ) -> Result<Option<(Vec<Write>, Message)>, ErrorCode> {
+        self.require_moderator(by)?;
+        let conversation = self.id.clone();
+        let (id, record, roles) = self.group_mut()?;
+        let mut added = Vec::new();
+        for user in users {
+            if roles.contains_key(&user) || added.contains(&user) {
+                continue;
+            }
+            added.push(user);
+        }
+        if added.is_empty() {
+            return Ok(None);
+        }
+        if roles.len() + added.len() > members_max {
+            return Err(ErrorCode::TooLarge {
+                what: "group members".into(),
+                limit: members_max as u64,
+            });
+        }
+        let mut writes = Vec::new();
+        let unbanned = record.banned.len();
+        record.banned.retain(|b| !added.contains(b));
+        if record.banned.len() != unbanned {
+            writes.push(Write::Group {
+                id,
+                record: record.clone(),
+            });
+        }
+        for user in &added {
+            roles.insert(user.clone(), Role::Member);
+            writes.push(Write::AddMember {
+                conversation: conversation.clone(),
+                user: user.clone(),
+                role: Role::Member,
+            });
+        }
+        self.rebuild_members();
+        let event = SystemEvent::MembersAdded {
+            users: added,
+            by: Some(by.clone()),
+        };
+        let (message, more) = self.system(by, event, now_ms)?;
+        writes.extend(more);
+        Ok(Some((writes, message)))
+    }
+
+    /// Sets a new invite-link secret (chosen by the actor) and returns the writes.
+    pub(crate) fn handle_create_link(
+        &mut self,
+        by: &UserId,
+        secret: String,
+    ) -> Result<Vec<Write>, ErrorCode> {
+        self.require_moderator(by)?;
+        let (id, record, _) = self.group_mut()?;
+        record.invite_secret = Some(secret);
+        Ok(vec![Write::Group {
+            id,
+            record: record.clone(),
+        }])
+    }
+
+    /// `user` joins with the secret of an invite link. `Ok(None)`: already a member.
+    pub(crate) fn handle_join(
+        &mut self,
+        user: &UserId,
+        secret: &str,
+        now_ms: u64,
+        members_max: usize,
+    ) -> Result<Option<(Vec<Write>, Message)>, ErrorCode> {
+        let conversation = self.id.clone();
+        let (_, record, roles) = self.group_mut()?;
+        let valid = record
+            .invite_secret
+            .as_deref()
+            .is_some_and(|s| constant_time_eq(s.as_bytes(), secret.as_bytes()));
+        if !valid {
+            return Err(ErrorCode::NotFound);
+        }
+        if record.banned.contains(user) {
+            return Err(ErrorCode::Forbidden);
+        }
+        if roles.contains_key(user) {
+            return Ok(None);
+        }
+        if roles.len() >= members_max {
+            return Err(ErrorCode::TooLarge {
+                what: "group members".into(),
+                limit: members_max as u64,
+            });
+        }
+        roles.insert(user.clone(), Role::Member);
+        let mut writes = vec![Write::AddMember {
+            conversation,
+            user: user.clone(),
+            role: Role::Member,
+        }];
+        self.rebuild_members();
+        let event = SystemEvent::MembersAdded {
+            users: vec![user.clone()],
+            by: None,
+        };
+        let (message, more) = self.system(user, event, now_ms)?;
+        writes.extend(more);
+        Ok(Some((writes, message)))
+    }
+
+    /// `by` removes `user`, optionally banning them. Returns the writes, the system message and
+    /// its recipients (the removed user's devices hear of it too).
+    pub(crate) fn handle_remove(
+        &mut self,
+        by: &UserId,
+        user: &UserId,
+        ban: bool,
+        now_ms: u64,
+    ) -> Result<(Vec<Write>, Message, Recipients), ErrorCode> {
+        self.require_moderator(by)?;
+        if by == user {
+            return Err(ErrorCode::invalid("user", "use LeaveGroup to leave"));
+        }
+        let by_role = self.role(by);
+        let target_role = self.role(user);
+        match (by_role, target_role) {
+            (_, Some(Role::Owner)) => return Err(ErrorCode::Forbidden),
+            (Some(Role::Admin), Some(Role::Admin)) => return Err(ErrorCode::Forbidden),
+            _ => {}
+        }
+        let recipients = self.members.clone();
+        let conversation = self.id.clone();
+        let (id, record, roles) = self.group_mut()?;
+        let was_member = roles.remove(user).is_some();
+        let mut writes = Vec::new();
+        if was_member {
+            writes.push(Write::RemoveMember {
+                conversation,
+                user: user.clone(),
+            });
+        }
+        if ban && !record.banned.contains(user) {
+            if record.banned.len() >= BANNED_MAX {
+                return Err(ErrorCode::TooLarge {
+                    what: "ban list".into(),
+                    limit: BANNED_MAX as u64,
+                });
+            }
+            record.banned.push(user.clone());
+            writes.push(Write::Group {
+                id,
+                record: record.clone(),
+            });
+        }
+        if !was_member && !ban {
+            return Err(ErrorCode::NotFound);
+        }
+        self.rebuild_members();
+        self.receipts.remove(user);
+        let event = SystemEvent::MemberRemoved {
+            user: user.clone(),
+            by: by.clone(),
+            banned: ban,
+        };
+        let (message, more) = self.system(by, event, now_ms)?;
+        writes.extend(more);
+        Ok((writes, message, recipients))
+    }
+
+    /// Lifts a ban. Quiet: no system message.
+    pub(crate) fn handle_unban(
+        &mut self,
+        by: &UserId,
+        user: &UserId,
+    ) -> Result<Vec<Write>, ErrorCode> {
+        self.require_moderator(by)?;
+        let (id, record, _) = self.group_mut()?;
+        if !record.banned.contains(user) {
+            return Err(ErrorCode::NotFound);
+        }
+        record.banned.retain(|b| b != user);
+        Ok(vec![Write::Group {
+            id,
+            record: record.clone(),
+        }])
+    }
+
+    /// The owner changes `user`'s role; `Owner` transfers ownership.
+    pub(crate) fn handle_set_role(
+        &mut self,
+        by: &UserId,
+        user: &UserId,
+        role: GroupRole,
+        now_ms: u64,
+    ) -> Result<Option<(Vec<Write>, Message)>, ErrorCode> {
+        self.authorize(by)?;
+        if self.role(by) != Some(Role::Owner) {
+            return Err(ErrorCode::Forbidden);
+        }
+        if by == user {
+            return Err(ErrorCode::invalid(
+                "user",
+                "give ownership to someone else instead",
+            ));
+        }
+        let new_role = Role::from_wire(role);
+        let conversation = self.id.clone();
+        let (id, record, roles) = self.group_mut()?;
+        let Some(current) = roles.get(user).copied() else {
+            return Err(ErrorCode::NotFound);
+        };
+        if current == new_role {
+            return Ok(None);
+        }
+        let mut writes = Vec::new();
+        roles.insert(user.clone(), new_role);
+        writes.push(Write::AddMember {
+            conversation: conversation.clone(),
+            user: user.clone(),
+            role: new_role,
+        });
+        if new_role == Role::Owner {
+            roles.insert(by.clone(), Role::Admin);
+            writes.push(Write::AddMember {
+                conversation,
+                user: by.clone(),
+                role: Role::Admin,
+            });
+            record.owner = user.clone();
+            writes.push(Write::Group {
+                id,
+                record: record.clone(),
+            });
+        }
+        let event = SystemEvent::RoleChanged {
+            user: user.clone(),
+            role,
+            by: by.clone(),
+        };
+        let (message, more) = self.system(by, event, now_ms)?;
+        writes.extend(more);
+        Ok(Some((writes, message)))
+    }
+
+    /// A moderator changes the title or description.
+    pub(crate) fn handle_update_info(
+        &mut self,
+        by: &UserId,
+        title: Option<String>,
+        description: Option<String>,
+        now_ms: u64,
+    ) -> Result<Option<(Vec<Write>, Message)>, ErrorCode> {
+        self.require_moderator(by)?;
+        let (id, record, _) = self.group_mut()?;
+        let title = title.filter(|t| *t != record.name);
+        let description = description.filter(|d| *d != record.description);
+        if title.is_none() && description.is_none() {
+            return Ok(None);
+        }
+        if let Some(title) = &title {
+            record.name = title.clone();
+        }
+        if let Some(description) = &description {
+            record.description = description.clone();
+        }
+        let mut writes = vec![Write::Group {
+            id,
+            record: record.clone(),
+        }];
+        let (message, more) =
+            self.system(by, SystemEvent::InfoChanged { title, description }, now_ms)?;
+        writes.extend(more);
+        Ok(Some((writes, message)))
+    }
+
+    /// The group's profile, for a member.
+    pub(crate) fn group_info(
+        &self,
+        user: &UserId,
+        large_members: usize,
+    ) -> Result<GroupInfo, ErrorCode> {
+        self.authorize(user)?;
+        match &self.kind {
+            Kind::Group {
+                id,
+                record: Some(record),
+                ..
+            } => Ok(GroupInfo {
+                group: *id,
+                title: record.name.clone(),
+                description: record.description.clone(),
+                owner: record.owner.clone(),
+                member_count: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
+                created_at_ms: record.created_at_ms,
+                large: self.members.len() > large_members,
+            }),
+            _ => Err(ErrorCode::invalid("conversation", "not a group")),
+        }
+    }
+
+    /// A page of members after `after`, in user-id order, for a member.
+    pub(crate) fn members_page(
+        &self,
+        user: &UserId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<(Vec<Member>, bool), ErrorCode> {
+        self.authorize(user)?;
+        let Kind::Group { roles, .. } = &self.kind else {
+            return Err(ErrorCode::invalid("conversation", "not a group"));
+        };
+        let range = match after {
+            Some(after) => roles
+                .range::<UserId, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => roles.range::<UserId, _>(..),
+        };
+        let mut members = Vec::new();
+        let mut more = false;
+        for (user, role) in range {
+            if members.len() == limit {
+                more = true;
+                break;
+            }
+            members.push(Member {
+                user: user.clone(),
+                role: role.to_wire(),
+            });
+        }
+        Ok((members, more))
+    }
+
+    /// Whether the group is above the size where typing and receipts are suppressed.
+    pub(crate) fn is_large(&self, large_members: usize) -> bool {
+        matches!(self.kind, Kind::Group { .. }) && self.members.len() > large_members
     }
 
     fn duplicate(&self, sender: &UserId, client_msg_id: &ClientMsgId) -> Option<SendAck> {
@@ -456,6 +858,9 @@ impl ConversationCore {
             name: name.clone(),
             owner: owner.clone(),
             created_at_ms: now_ms,
+            description: String::new(),
+            invite_secret: None,
+            banned: Vec::new(),
         };
         let mut writes = vec![Write::Group {
             id: *id,
@@ -496,6 +901,11 @@ impl ConversationCore {
                 "cannot leave a direct conversation",
             ));
         };
+        if roles.get(user) == Some(&Role::Owner) && roles.len() > 1 {
+            return Err(ErrorCode::Conflict {
+                reason: "transfer ownership before leaving".into(),
+            });
+        }
         roles.remove(user);
         let recipients = self.members.clone();
         let mut members = (*self.members).clone();
@@ -571,6 +981,11 @@ impl ConversationCore {
         let writes = vec![Write::Message(message.clone())];
         Ok((message, writes))
     }
+}
+
+/// Compares secrets without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Client message ids of system messages; `#` cannot start a client's own id by convention of

@@ -53,9 +53,20 @@ pub(crate) enum ConversationMsg {
         seq: Seq,
         reply: RpcReplyPort<Result<Message, ErrorCode>>,
     },
+    /// Whether `user` may read this conversation (for media downloads).
+    Authorize {
+        user: UserId,
+        reply: RpcReplyPort<Result<(), ErrorCode>>,
+    },
     /// The pinned messages.
     Pinned {
         user: UserId,
+        reply: RpcReplyPort<Response>,
+    },
+    /// Group administration and profile.
+    Group {
+        user: UserId,
+        op: GroupOp,
         reply: RpcReplyPort<Response>,
     },
     /// A page of history.
@@ -111,6 +122,7 @@ impl ConversationMsg {
             ConversationMsg::Send { reply, .. }
             | ConversationMsg::Update { reply, .. }
             | ConversationMsg::Pinned { reply, .. }
+            | ConversationMsg::Group { reply, .. }
             | ConversationMsg::History { reply, .. }
             | ConversationMsg::Receipt { reply, .. }
             | ConversationMsg::Receipts { reply, .. }
@@ -122,6 +134,9 @@ impl ConversationMsg {
                 let _ = reply.send(Err(code));
             }
             ConversationMsg::Read { reply, .. } => {
+                let _ = reply.send(Err(code));
+            }
+            ConversationMsg::Authorize { reply, .. } => {
                 let _ = reply.send(Err(code));
             }
             ConversationMsg::Typing { .. }
@@ -138,6 +153,34 @@ pub(crate) enum UpdateRequest {
     Delete,
     React { emoji: String, add: bool },
     Pin { pinned: bool },
+}
+
+/// A group operation, checked by the core against the caller's role.
+#[derive(Debug)]
+pub(crate) enum GroupOp {
+    Invite(Vec<UserId>),
+    CreateLink,
+    Join {
+        secret: String,
+    },
+    Remove {
+        user: UserId,
+        ban: bool,
+    },
+    Unban(UserId),
+    SetRole {
+        user: UserId,
+        role: piazza_protocol::GroupRole,
+    },
+    UpdateInfo {
+        title: Option<String>,
+        description: Option<String>,
+    },
+    Info,
+    Members {
+        after: Option<UserId>,
+        limit: u32,
+    },
 }
 
 /// The conversation actor.
@@ -181,7 +224,7 @@ impl Actor for ConversationActor {
         let (group, members) = match &id {
             ConversationId::Group(g) => (
                 storage.group(*g)?,
-                storage.members(&id, ctx.group_members_max())?,
+                storage.members(&id, limits.group_members_max)?,
             ),
             ConversationId::Direct { .. } => (None, Vec::new()),
         };
@@ -277,6 +320,9 @@ impl Actor for ConversationActor {
                     Err(code) => state.execute(&myself, Err(code), received, reply),
                 }
             }
+            ConversationMsg::Authorize { user, reply } => {
+                let _ = reply.send(state.core.authorize(&user));
+            }
             ConversationMsg::Read { user, seq, reply } => {
                 let result = state.core.authorize(&user).and_then(|()| {
                     state
@@ -287,6 +333,9 @@ impl Actor for ConversationActor {
                         .ok_or(ErrorCode::NotFound)
                 });
                 let _ = reply.send(result);
+            }
+            ConversationMsg::Group { user, op, reply } => {
+                state.handle_group(&myself, user, op, reply)
             }
             ConversationMsg::Pinned { user, reply } => {
                 let result = state.core.authorize(&user).and_then(|()| {
@@ -403,7 +452,10 @@ impl Actor for ConversationActor {
                 }
             }
             ConversationMsg::Typing { user, active } => {
-                if state.core.authorize(&user).is_ok() {
+                let large = state
+                    .core
+                    .is_large(state.ctx.config.limits.group_large_members);
+                if !large && state.core.authorize(&user).is_ok() {
                     let datagram = Datagram::Typing {
                         conversation: state.core.id().clone(),
                         user: user.clone(),
@@ -488,6 +540,121 @@ impl ConversationState {
         }
     }
 
+    fn handle_group(
+        &mut self,
+        myself: &ActorRef<ConversationMsg>,
+        user: UserId,
+        op: GroupOp,
+        reply: RpcReplyPort<Response>,
+    ) {
+        let now = crate::node::now_ms();
+        let limits = &self.ctx.config.limits;
+        let (members_max, large) = (limits.group_members_max, limits.group_large_members);
+        let conversation = self.core.id().clone();
+        let quiet = |writes: Vec<Write>, response: Response| (writes, None, response);
+        let with_message = |(writes, message): (Vec<Write>, Message), response: Response| {
+            (writes, Some((message, None)), response)
+        };
+        let result = match op {
+            GroupOp::Info => self
+                .core
+                .group_info(&user, large)
+                .map(|info| quiet(Vec::new(), Response::GroupInfo(info))),
+            GroupOp::Members { after, limit } => self
+                .core
+                .members_page(&user, after.as_ref(), limit as usize)
+                .map(|(members, more)| quiet(Vec::new(), Response::Members { members, more })),
+            GroupOp::Invite(users) => {
+                self.core
+                    .handle_invite(&user, users, now, members_max)
+                    .map(|change| match change {
+                        Some(change) => with_message(change, Response::Done),
+                        None => quiet(Vec::new(), Response::Done),
+                    })
+            }
+            GroupOp::CreateLink => {
+                let secret = format!(
+                    "{:016x}{:016x}",
+                    crate::node::random_u64(),
+                    crate::node::random_u64()
+                );
+                let link = match &conversation {
+                    ConversationId::Group(group) => format!("{group}.{secret}"),
+                    ConversationId::Direct { .. } => String::new(),
+                };
+                self.core
+                    .handle_create_link(&user, secret)
+                    .map(|writes| quiet(writes, Response::InviteLink { link }))
+            }
+            GroupOp::Join { secret } => {
+                let joined = Response::GroupJoined {
+                    conversation: conversation.clone(),
+                };
+                self.core
+                    .handle_join(&user, &secret, now, members_max)
+                    .map(|change| match change {
+                        Some(change) => with_message(change, joined),
+                        None => quiet(Vec::new(), joined),
+                    })
+            }
+            GroupOp::Remove { user: target, ban } => self
+                .core
+                .handle_remove(&user, &target, ban, now)
+                .map(|(writes, message, recipients)| {
+                    (writes, Some((message, Some(recipients))), Response::Done)
+                }),
+            GroupOp::Unban(target) => self
+                .core
+                .handle_unban(&user, &target)
+                .map(|writes| quiet(writes, Response::Done)),
+            GroupOp::SetRole { user: target, role } => self
+                .core
+                .handle_set_role(&user, &target, role, now)
+                .map(|change| match change {
+                    Some(change) => with_message(change, Response::Done),
+                    None => quiet(Vec::new(), Response::Done),
+                }),
+            GroupOp::UpdateInfo { title, description } => self
+                .core
+                .handle_update_info(&user, title, description, now)
+                .map(|change| match change {
+                    Some(change) => with_message(change, Response::Done),
+                    None => quiet(Vec::new(), Response::Done),
+                }),
+        };
+        match result {
+            Err(code) => {
+                let _ = reply.send(Response::Error(code));
+            }
+            Ok((writes, None, response)) if writes.is_empty() => {
+                let _ = reply.send(response);
+            }
+            Ok((writes, None, response)) => {
+                let result = self.submit(myself, writes, move |res| {
+                    let _ = reply.send(
+                        res.map_or_else(|e| Response::Error(e.to_error_code()), |()| response),
+                    );
+                });
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "group change not queued");
+                }
+            }
+            Ok((writes, Some((message, recipients)), response)) => {
+                let recipients = recipients.unwrap_or_else(|| self.core.recipients());
+                let undo = message.clone();
+                let published =
+                    self.persist_and_publish(myself, writes, message, recipients, move |res| {
+                        let _ = reply.send(res.map_or_else(Response::Error, |()| response));
+                    });
+                if !published {
+                    // The membership change stays in memory but not on disk: restart from storage.
+                    self.core.undo_append(&undo);
+                    let _ = myself.send_message(ConversationMsg::CommitFailed);
+                }
+            }
+        }
+    }
+
     /// Looks up what an update needs from storage (the target, whether the user already reacted)
     /// and runs it through the core.
     fn handle_update(
@@ -536,6 +703,19 @@ impl ConversationState {
         kind: ReceiptKind,
         reply: RpcReplyPort<Response>,
     ) {
+        // Receipts in large groups are not stored nor relayed: with thousands of members they
+        // would multiply traffic by the member count for little value.
+        if self
+            .core
+            .is_large(self.ctx.config.limits.group_large_members)
+        {
+            let _ = reply.send(
+                self.core
+                    .authorize(&user)
+                    .map_or_else(Response::Error, |()| Response::Done),
+            );
+            return;
+        }
         let write = match self.core.handle_receipt(&user, seq, kind) {
             Err(code) => {
                 let _ = reply.send(Response::Error(code));

@@ -401,7 +401,7 @@ fn pinned_limit_and_edit_rules() {
     )
     .unwrap()
     .unwrap();
-    assert_eq!(deleted.body, piazza_protocol::MessageBody::Deleted);
+    assert_eq!(deleted.body, MessageBody::Deleted);
     let again = check_update(
         &mut core,
         "alice",

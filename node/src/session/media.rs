@@ -1,0 +1,187 @@
+//! Media requests of a session: begin and finish an upload, authorize a download (its bytes are
+//! written by the transport after the header this answers with), and send a media message.
+//!
+//! Each runs in a task beside the session, like `Sync`: they wait for disk work or for actors in
+//! turn, and the session keeps serving the connection meanwhile. The tasks are bounded by the
+//! connection's request streams, each of which waits for its answer.
+//!
+//! Who may do what:
+//! * an upload belongs to its user: only they can continue or finish it (another user cannot even
+//!   name it, see `crate::media::upload`);
+//! * a blob may be downloaded by whoever uploaded it, and by anyone who can read a conversation in
+//!   which a message references it (the conversation's actor decides who can read it);
+//! * a blob may be sent by whoever uploaded it, and again into a conversation that already
+//!   references it (forwarding goes through `Forward`, which checks the source conversation).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use piazza_protocol::{
+    ClientMsgId, ConversationId, ConversationRef, ErrorCode, MediaId, MediaRequest, MediaResponse,
+    MessageBody, Response, UserId,
+};
+use ractor::RpcReplyPort;
+
+use super::call_timeout;
+use crate::actors::conversation::ConversationMsg;
+use crate::actors::conversation::core::Draft;
+use crate::node::NodeContext;
+
+/// Answers a [`MediaRequest`] from a task beside the session.
+pub(super) fn handle(
+    ctx: Arc<NodeContext>,
+    user: UserId,
+    request: MediaRequest,
+    reply: RpcReplyPort<Response>,
+) {
+    tokio::spawn(async move {
+        let result = match request {
+            MediaRequest::BeginUpload {
+                size_bytes,
+                sha256,
+                mime_hint,
+                file_name,
+            } => ctx
+                .media
+                .begin_upload(user, size_bytes, sha256, mime_hint, file_name)
+                .await
+                .map_err(|e| e.to_error_code()),
+            MediaRequest::FinishUpload { upload } => ctx
+                .media
+                .finish_upload(user, upload)
+                .await
+                .map(MediaResponse::Ready)
+                .map_err(|e| e.to_error_code()),
+            MediaRequest::Download {
+                media,
+                conversation,
+                range,
+            } => download(&ctx, &user, &media, &conversation, range).await,
+        };
+        let _ = reply.send(result.map_or_else(Response::Error, Response::Media));
+    });
+}
+
+/// Sends a media message from a task beside the session.
+pub(super) fn handle_send(
+    ctx: Arc<NodeContext>,
+    user: UserId,
+    conversation: ConversationRef,
+    client_msg_id: ClientMsgId,
+    media: MediaId,
+    caption: String,
+    reply: RpcReplyPort<Response>,
+) {
+    tokio::spawn(async move {
+        let response = send(&ctx, user, &conversation, client_msg_id, media, caption).await;
+        let _ = reply.send(response.unwrap_or_else(Response::Error));
+    });
+}
+
+async fn send(
+    ctx: &Arc<NodeContext>,
+    user: UserId,
+    conversation: &ConversationRef,
+    client_msg_id: ClientMsgId,
+    media: MediaId,
+    caption: String,
+) -> Result<Response, ErrorCode> {
+    let id = resolve(&user, conversation)?;
+    // Authorization before existence: a caller probing hashes learns nothing.
+    if !ctx.media.uploaded_by(&user, &media).await && !referenced(ctx, &media, &id)? {
+        return Err(ErrorCode::Forbidden);
+    }
+    let info = ctx
+        .media
+        .stat(&media)
+        .await
+        .map_err(|e| e.to_error_code())?
+        .ok_or(ErrorCode::NotFound)?;
+    let draft = Draft {
+        body: MessageBody::Media {
+            media: info,
+            caption,
+        },
+        reply_to: None,
+        forwarded_from: None,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let message = ConversationMsg::Send {
+        sender: user,
+        client_msg_id,
+        draft,
+        received: Instant::now(),
+        reply: tx.into(),
+    };
+    ctx.send_to_conversation(&id, message).await;
+    match tokio::time::timeout(call_timeout(ctx), rx).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(_)) | Err(_) => Err(ErrorCode::unavailable("conversation did not answer")),
+    }
+}
+
+/// Authorizes a download and answers with its header; the transport then streams the bytes.
+async fn download(
+    ctx: &Arc<NodeContext>,
+    user: &UserId,
+    media: &MediaId,
+    conversation: &ConversationRef,
+    range: Option<(u64, u64)>,
+) -> Result<MediaResponse, ErrorCode> {
+    if !ctx.media.uploaded_by(user, media).await {
+        let id = resolve(user, conversation)?;
+        authorize(ctx, user, &id).await?;
+        if !referenced(ctx, media, &id)? {
+            return Err(ErrorCode::Forbidden);
+        }
+    }
+    let info = ctx
+        .media
+        .stat(media)
+        .await
+        .map_err(|e| e.to_error_code())?
+        .ok_or(ErrorCode::NotFound)?;
+    let size = info.size_bytes;
+    let (start, end) = match range {
+        None => (0, size),
+        Some((start, _)) if start > size => {
+            return Err(ErrorCode::invalid(
+                "range",
+                format!("starts after the end of the blob ({size} bytes)"),
+            ));
+        }
+        Some((start, end)) => (start, end.min(size)),
+    };
+    Ok(MediaResponse::Download { info, start, end })
+}
+
+fn resolve(user: &UserId, conversation: &ConversationRef) -> Result<ConversationId, ErrorCode> {
+    conversation
+        .resolve(user)
+        .map_err(|e| ErrorCode::invalid("conversation", e.to_string()))
+}
+
+/// Asks the conversation's actor whether `user` may read it.
+async fn authorize(
+    ctx: &Arc<NodeContext>,
+    user: &UserId,
+    id: &ConversationId,
+) -> Result<(), ErrorCode> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let message = ConversationMsg::Authorize {
+        user: user.clone(),
+        reply: tx.into(),
+    };
+    ctx.send_to_conversation(id, message).await;
+    match tokio::time::timeout(call_timeout(ctx), rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) | Err(_) => Err(ErrorCode::unavailable("conversation did not answer")),
+    }
+}
+
+/// Whether a message of conversation `id` references blob `media` (committed data, a point read).
+fn referenced(ctx: &NodeContext, media: &MediaId, id: &ConversationId) -> Result<bool, ErrorCode> {
+    // TEMPORARY until the storage piece lands (waiting for the fjall port).
+    let _ = (ctx, media, id);
+    Ok(false)
+}
