@@ -37,6 +37,10 @@ const UPLOAD_STREAMS_IN_FLIGHT_MAX: usize = 4;
 /// earlier stream of the same upload, so this is a little longer.
 const UPLOAD_STALL_TIMEOUT: Duration = Duration::from_secs(75);
 
+/// Download bytes collected before they are handed to the writer: QUIC delivers packet-sized
+/// pieces, and a writer such as a file pays per call.
+const DOWNLOAD_WRITE_BYTES: usize = 256 * 1024;
+
 /// Attempts of one upload: `BeginUpload`, streams, `FinishUpload`, repeated after a lost
 /// connection or a refused stream. Each attempt continues where the node's copy ends.
 const UPLOAD_ATTEMPTS_MAX: u32 = 16;
@@ -233,6 +237,7 @@ impl Client {
         let mut wanted = range;
         let mut first: Option<wire::DownloadHeader> = None;
         let mut written = 0u64;
+        let mut pending: Vec<u8> = Vec::with_capacity(DOWNLOAD_WRITE_BYTES);
         let mut lost_generation = None;
         for attempt in 1..=REQUEST_ATTEMPTS_MAX {
             let request = Request::Media(MediaRequest::Download {
@@ -257,16 +262,18 @@ impl Client {
                 // Bounded: every piece is at least one byte of a range the node declared.
                 while let Some(chunk) = wire::read_download(&mut recv, deadline).await? {
                     let len = chunk.len() as u64;
-                    if first.start + written + len > end {
+                    if first.start + written + pending.len() as u64 + len > end {
                         return Err(ClientError::Protocol(
                             "the node sent more bytes than the download's range".into(),
                         ));
                     }
-                    out.write_all(&chunk).await.map_err(|e| {
-                        ClientError::Protocol(format!("cannot write the download: {e}"))
-                    })?;
-                    written += len;
+                    // QUIC hands over packet-sized pieces; the writer gets them in larger ones.
+                    pending.extend_from_slice(&chunk);
+                    if pending.len() >= DOWNLOAD_WRITE_BYTES {
+                        write_out(out, &mut pending, &mut written).await?;
+                    }
                 }
+                write_out(out, &mut pending, &mut written).await?;
                 if first.start + written != end {
                     return Err(ClientError::Protocol(
                         "the download ended before its range".into(),
@@ -275,10 +282,12 @@ impl Client {
                 Ok(())
             }
             .await;
+            // Bytes received before a failure are good: keep them, the resume starts after them.
+            write_out(out, &mut pending, &mut written).await?;
             match outcome {
                 Ok(()) => {
                     out.flush().await.map_err(|e| {
-                        ClientError::Protocol(format!("cannot write the download: {e}"))
+                        ClientError::File(format!("cannot write the download: {e}"))
                     })?;
                     let header = first.take().ok_or(ClientError::Closed)?;
                     return Ok(Downloaded {
@@ -326,6 +335,23 @@ impl Client {
             other => Err(transport::unexpected("send_media", &other)),
         }
     }
+}
+
+/// Hands the buffered download bytes to the writer and counts them as written.
+async fn write_out<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    pending: &mut Vec<u8>,
+    written: &mut u64,
+) -> Result<(), ClientError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    out.write_all(pending)
+        .await
+        .map_err(|e| ClientError::File(format!("cannot write the download: {e}")))?;
+    *written += pending.len() as u64;
+    pending.clear();
+    Ok(())
 }
 
 /// Sends bytes `offset_bytes..size_bytes` of the file on upload streams of

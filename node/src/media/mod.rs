@@ -195,7 +195,7 @@ pub(crate) struct Media {
 }
 
 impl Media {
-    /// Opens the media directories under `data_dir` and removes leftovers of interrupted copies.
+    /// Opens (creating them if needed) the media directories under `data_dir`.
     pub(crate) fn open(data_dir: &Path, config: &MediaSection) -> Result<Media, MediaError> {
         let store = FsBlobStore::open(&data_dir.join("media"))?;
         let uploads = UploadDir::open(&data_dir.join("uploads"))?;
@@ -408,8 +408,15 @@ impl Media {
             let allowance =
                 upload::stream_allowance(meta.size_bytes, part_bytes, header.offset_bytes)?;
             let path = self.uploads.part(user, upload);
-            let file =
-                blocking(move || Ok(std::fs::OpenOptions::new().append(true).open(path)?)).await?;
+            // `create`: a crash between storing a blob and removing its upload's meta leaves a
+            // meta without a part; the bytes are then simply sent again.
+            let file = blocking(move || {
+                Ok(std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?)
+            })
+            .await?;
             return Ok(UploadWriter::new(guard, slot, file, part_bytes, allowance));
         }
     }

@@ -181,7 +181,7 @@ async fn authorize(
 
 /// Whether a message of conversation `id` references blob `media` (committed data, a point read).
 fn referenced(ctx: &NodeContext, media: &MediaId, id: &ConversationId) -> Result<bool, ErrorCode> {
-    // TEMPORARY until the storage piece lands (waiting for the fjall port).
-    let _ = (ctx, media, id);
-    Ok(false)
+    ctx.storage
+        .media_referenced(media, id)
+        .map_err(|e| e.to_error_code())
 }

@@ -59,7 +59,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
-use piazza_protocol::{ConversationId, GroupId, Message, ReceiptState, Seq, UserId};
+use piazza_protocol::{ConversationId, GroupId, MediaId, Message, ReceiptState, Seq, UserId};
 use tokio::sync::mpsc;
 
 use super::{
@@ -91,10 +91,12 @@ enum Table {
     Reactions,
     /// conversation, seq → pin time in ms (8 bytes); ordered by pin time when read.
     Pins,
+    /// media, conversation → empty: blobs referenced by a message of a conversation.
+    MediaRefs,
 }
 
 impl Table {
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 8] = [
         Table::Messages,
         Table::Groups,
         Table::Members,
@@ -102,6 +104,7 @@ impl Table {
         Table::Receipts,
         Table::Reactions,
         Table::Pins,
+        Table::MediaRefs,
     ];
 
     fn name(self) -> &'static str {
@@ -113,6 +116,7 @@ impl Table {
             Table::Receipts => "receipts",
             Table::Reactions => "reactions",
             Table::Pins => "pins",
+            Table::MediaRefs => "media_refs",
         }
     }
 }
@@ -316,6 +320,11 @@ fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
     key.extend_from_slice(prefix);
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// A media reference: the blob's id, then the conversation.
+fn media_ref_key(media: &MediaId, conversation: &ConversationId) -> Vec<u8> {
+    id_pair_key(&id_prefix(media.as_str()), &conversation.to_string())
 }
 
 /// The first key after every key that starts with `prefix` (an id prefix ends in `0x00`).
@@ -606,6 +615,18 @@ impl Storage for EmbeddedStorage {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    fn media_referenced(
+        &self,
+        media: &MediaId,
+        conversation: &ConversationId,
+    ) -> Result<bool, StorageError> {
+        let key = media_ref_key(media, conversation);
+        let (engine, snapshot) = self.read()?;
+        snapshot
+            .contains_key(engine.keyspace(Table::MediaRefs), key)
+            .map_err(engine_error)
+    }
+
     fn close(&self) -> Result<(), StorageError> {
         let handle = match self.writer.lock() {
             Ok(mut guard) => guard.take(),
@@ -815,6 +836,13 @@ impl Writer {
                     value.extend_from_slice(&delivered.get().to_be_bytes());
                     value.extend_from_slice(&read.get().to_be_bytes());
                     rows.insert((Table::Receipts, key), Some(value));
+                }
+                Write::MediaRef {
+                    media,
+                    conversation,
+                } => {
+                    let key = media_ref_key(media, conversation);
+                    rows.insert((Table::MediaRefs, key), Some(Vec::new()));
                 }
             }
         }

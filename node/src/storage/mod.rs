@@ -15,7 +15,7 @@ mod embedded;
 
 use std::fmt;
 
-use piazza_protocol::{ConversationId, GroupId, Message, ReceiptState, Seq, UserId};
+use piazza_protocol::{ConversationId, GroupId, MediaId, Message, ReceiptState, Seq, UserId};
 
 pub use embedded::EmbeddedStorage;
 
@@ -202,6 +202,14 @@ pub enum Write {
         /// Highest read seq.
         read: Seq,
     },
+    /// Record that a message of `conversation` references blob `media`, so its readers may
+    /// download it.
+    MediaRef {
+        /// The blob.
+        media: MediaId,
+        /// The conversation.
+        conversation: ConversationId,
+    },
 }
 
 /// The storage adapter interface. The embedded adapter is the single-node default; a PostgreSQL
@@ -275,6 +283,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// False once a commit has failed: the node is no longer ready.
     fn is_healthy(&self) -> bool;
+
+    /// Whether a message of `conversation` references blob `media`.
+    fn media_referenced(
+        &self,
+        media: &MediaId,
+        conversation: &ConversationId,
+    ) -> Result<bool, StorageError>;
 
     /// Commits everything queued, stops the writer and waits for it. Blocking: call from a
     /// blocking context. Later submissions fail with [`StorageError::Closed`].

@@ -546,3 +546,28 @@ fn legacy_store_file_is_refused() {
         Err(StorageError::Engine(_))
     ));
 }
+
+#[test]
+fn media_references_are_per_conversation_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let media: MediaId = "ab".repeat(32).parse().unwrap();
+    let other: MediaId = "cd".repeat(32).parse().unwrap();
+    let group = ConversationId::Group(GroupId::new(7).unwrap());
+    {
+        let storage = open(dir.path());
+        assert!(!storage.media_referenced(&media, &dm()).unwrap());
+        commit(
+            &storage,
+            vec![Write::MediaRef {
+                media: media.clone(),
+                conversation: dm(),
+            }],
+        )
+        .unwrap();
+        storage.close().unwrap();
+    }
+    let storage = open(dir.path());
+    assert!(storage.media_referenced(&media, &dm()).unwrap());
+    assert!(!storage.media_referenced(&media, &group).unwrap());
+    assert!(!storage.media_referenced(&other, &dm()).unwrap());
+}

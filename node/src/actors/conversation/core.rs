@@ -219,6 +219,13 @@ impl ConversationCore {
         message.reply_to = draft.reply_to;
         message.forwarded_from = draft.forwarded_from;
         let mut writes = vec![Write::Message(message.clone())];
+        if let MessageBody::Media { media, .. } = &message.body {
+            // From this commit on, readers of this conversation may download the blob.
+            writes.push(Write::MediaRef {
+                media: media.id.clone(),
+                conversation: self.id.clone(),
+            });
+        }
         if matches!(self.kind, Kind::Direct) && message.seq == Seq::new(1) {
             // The first message makes the conversation appear in both users' Sync.
             for user in self.members.iter() {
