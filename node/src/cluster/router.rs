@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use piazza_protocol::{ConversationId, ErrorCode};
-use ractor::{Actor, ActorRef, MessagingErr, SpawnErr};
+use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort, SpawnErr};
 
 use crate::actors::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
 use crate::node::NodeContext;
@@ -56,6 +56,23 @@ impl NodeContext {
         }
         tracing::warn!(conversation = %id, "conversation actor kept refusing messages");
         message.fail(ErrorCode::unavailable("conversation is restarting, retry"));
+    }
+
+    /// Sends the message `build` makes around a fresh reply port to conversation `id`, and waits
+    /// for the answer no longer than `limits.actor_call_timeout_ms`.
+    pub(crate) async fn ask_conversation<T: Send + 'static>(
+        self: &Arc<Self>,
+        id: &ConversationId,
+        build: impl FnOnce(RpcReplyPort<T>) -> ConversationMsg,
+    ) -> Result<T, ErrorCode> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send_to_conversation(id, build(tx.into())).await;
+        let timeout = Duration::from_millis(self.config.limits.actor_call_timeout_ms);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(ErrorCode::unavailable("conversation did not answer")),
+            Err(_) => Err(ErrorCode::unavailable("conversation timed out")),
+        }
     }
 
     async fn activate(

@@ -22,7 +22,6 @@ use piazza_protocol::{
 };
 use ractor::RpcReplyPort;
 
-use super::call_timeout;
 use crate::actors::conversation::ConversationMsg;
 use crate::actors::conversation::core::Draft;
 use crate::node::NodeContext;
@@ -105,19 +104,14 @@ async fn send(
         reply_to: None,
         forwarded_from: None,
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let message = ConversationMsg::Send {
+    ctx.ask_conversation(&id, |reply| ConversationMsg::Send {
         sender: user,
         client_msg_id,
         draft,
         received: Instant::now(),
-        reply: tx.into(),
-    };
-    ctx.send_to_conversation(&id, message).await;
-    match tokio::time::timeout(call_timeout(ctx), rx).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(_)) | Err(_) => Err(ErrorCode::unavailable("conversation did not answer")),
-    }
+        reply,
+    })
+    .await
 }
 
 /// Authorizes a download and answers with its header; the transport then streams the bytes.
@@ -167,16 +161,12 @@ async fn authorize(
     user: &UserId,
     id: &ConversationId,
 ) -> Result<(), ErrorCode> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let message = ConversationMsg::Authorize {
+    ctx.ask_conversation(id, |reply| ConversationMsg::Authorize {
         user: user.clone(),
-        reply: tx.into(),
-    };
-    ctx.send_to_conversation(id, message).await;
-    match tokio::time::timeout(call_timeout(ctx), rx).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) | Err(_) => Err(ErrorCode::unavailable("conversation did not answer")),
-    }
+        reply,
+    })
+    .await
+    .and_then(|answer| answer)
 }
 
 /// Whether a message of conversation `id` references blob `media` (committed data, a point read).

@@ -13,7 +13,7 @@ mod sync;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use piazza_protocol::{
@@ -627,22 +627,16 @@ async fn forward(
     to: ConversationId,
     client_msg_id: piazza_protocol::ClientMsgId,
 ) -> Response {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    ctx.send_to_conversation(
-        &from,
-        ConversationMsg::Read {
+    let read = ctx
+        .ask_conversation(&from, |reply| ConversationMsg::Read {
             user: user.clone(),
             seq,
-            reply: tx.into(),
-        },
-    )
-    .await;
-    let original = match tokio::time::timeout(call_timeout(ctx), rx).await {
-        Ok(Ok(Ok(message))) => message,
-        Ok(Ok(Err(code))) => return Response::Error(code),
-        Ok(Err(_)) | Err(_) => {
-            return Response::Error(ErrorCode::unavailable("conversation did not answer"));
-        }
+            reply,
+        })
+        .await;
+    let original = match read.and_then(|answer| answer) {
+        Ok(message) => message,
+        Err(code) => return Response::Error(code),
     };
     // A forwarded media message references its blob in the new conversation too, so the
     // recipients there may download it.
@@ -670,26 +664,16 @@ async fn forward(
         reply_to: None,
         forwarded_from: Some(origin),
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let message = ConversationMsg::Send {
-        sender: user,
-        client_msg_id,
-        draft,
-        received: Instant::now(),
-        reply: tx.into(),
-    };
-    ctx.send_to_conversation(&to, message).await;
-    match tokio::time::timeout(call_timeout(ctx), rx).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(_)) | Err(_) => {
-            Response::Error(ErrorCode::unavailable("conversation did not answer"))
-        }
-    }
-}
-
-/// How long a session waits for a conversation actor during `Sync`.
-pub(crate) fn call_timeout(ctx: &NodeContext) -> Duration {
-    Duration::from_millis(ctx.config.limits.actor_call_timeout_ms)
+    let sent = ctx
+        .ask_conversation(&to, |reply| ConversationMsg::Send {
+            sender: user,
+            client_msg_id,
+            draft,
+            received: Instant::now(),
+            reply,
+        })
+        .await;
+    sent.unwrap_or_else(Response::Error)
 }
 
 /// Marks whether a connection's events were dropped (for the transport's event writer).

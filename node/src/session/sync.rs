@@ -53,21 +53,19 @@ async fn sync_inner(
             more = true;
             break;
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let message = ConversationMsg::ReadAfter {
-            user: user.clone(),
-            after,
-            limit: budget,
-            reply: tx.into(),
-        };
-        ctx.send_to_conversation(&conversation, message).await;
-        let (page, page_more) = match tokio::time::timeout(super::call_timeout(ctx), rx).await {
-            Ok(Ok(Ok(page))) => page,
+        let read = ctx
+            .ask_conversation(&conversation, |reply| ConversationMsg::ReadAfter {
+                user: user.clone(),
+                after,
+                limit: budget,
+                reply,
+            })
+            .await?;
+        let (page, page_more) = match read {
+            Ok(page) => page,
             // Left the conversation since the index was read: nothing to sync there.
-            Ok(Ok(Err(ErrorCode::Forbidden | ErrorCode::NotFound))) => continue,
-            Ok(Ok(Err(code))) => return Err(code),
-            Ok(Err(_)) => return Err(ErrorCode::unavailable("conversation did not answer")),
-            Err(_) => return Err(ErrorCode::unavailable("conversation timed out")),
+            Err(ErrorCode::Forbidden | ErrorCode::NotFound) => continue,
+            Err(code) => return Err(code),
         };
         budget = budget.saturating_sub(u32::try_from(page.len()).unwrap_or(u32::MAX));
         more |= page_more;
