@@ -259,6 +259,7 @@ impl EmbeddedStorage {
             rx,
             healthy: healthy.clone(),
             batch_records_max,
+            last_pin_ms: std::sync::atomic::AtomicU64::new(0),
         };
         let handle = std::thread::Builder::new()
             .name("piazza-storage-writer".into())
@@ -494,16 +495,20 @@ impl Storage for EmbeddedStorage {
     fn pinned(&self, conversation: &ConversationId, max: usize) -> Result<Vec<Seq>, StorageError> {
         let prefix = id_prefix(&conversation.to_string());
         let (engine, snapshot) = self.read()?;
+        // Rows are keyed by seq but the answer is ordered by pin time, so read past `max` before
+        // sorting. The core never keeps more than PINNED_MAX pins, so a scan of four times the
+        // asked-for count reads them all; the bound only guards against a corrupt store.
         let mut pins = Vec::new();
         for item in snapshot
             .prefix(engine.keyspace(Table::Pins), &prefix)
-            .take(max)
+            .take(max.saturating_mul(4))
         {
             let (key, value) = kv(item)?;
             let seq = key_seq(Table::Pins, &prefix, &key)?;
             pins.push((u64_value(Table::Pins, &value)?, Seq::new(seq)));
         }
         pins.sort();
+        pins.truncate(max);
         Ok(pins.into_iter().map(|(_, seq)| seq).collect())
     }
 
@@ -656,6 +661,9 @@ struct Writer {
     rx: mpsc::Receiver<Item>,
     healthy: Arc<AtomicBool>,
     batch_records_max: usize,
+    /// Time stamp (ms) of the newest pin written: pins are ordered by it, so it must increase
+    /// strictly across commits, even several in one millisecond.
+    last_pin_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Writer {
@@ -730,7 +738,7 @@ impl Writer {
         // Last write to a key wins, as if the writes were applied one by one; fjall gives every
         // item of a batch the same sequence number, so it is not left to decide between them.
         let mut rows: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
-        let mut pin_clock = crate::node::now_ms();
+        let mut pin_clock = crate::node::now_ms().max(self.last_pin_ms.load(Ordering::Relaxed));
         for write in batches.iter().flat_map(|(writes, _)| writes) {
             match write {
                 Write::Message(message) => {
@@ -819,6 +827,7 @@ impl Writer {
                     let value = if *pinned {
                         // Strictly increasing within a commit so pin order is kept.
                         pin_clock += 1;
+                        self.last_pin_ms.store(pin_clock, Ordering::Relaxed);
                         Some(pin_clock.to_be_bytes().to_vec())
                     } else {
                         None

@@ -571,3 +571,44 @@ fn media_references_are_per_conversation_and_durable() {
     assert!(!storage.media_referenced(&media, &group).unwrap());
     assert!(!storage.media_referenced(&other, &dm()).unwrap());
 }
+
+/// Pins come back oldest pin first even when fewer than all are asked for, whatever their seqs.
+#[test]
+fn pinned_are_ordered_by_pin_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let conv = dm();
+    for seq in [9, 3, 7] {
+        commit(
+            &storage,
+            vec![Write::Pin {
+                conversation: conv.clone(),
+                target: Seq::new(seq),
+                pinned: true,
+            }],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        storage.pinned(&conv, 10).unwrap(),
+        [Seq::new(9), Seq::new(3), Seq::new(7)]
+    );
+    assert_eq!(
+        storage.pinned(&conv, 2).unwrap(),
+        [Seq::new(9), Seq::new(3)],
+        "the two oldest pins"
+    );
+    commit(
+        &storage,
+        vec![Write::Pin {
+            conversation: conv.clone(),
+            target: Seq::new(3),
+            pinned: false,
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        storage.pinned(&conv, 10).unwrap(),
+        [Seq::new(9), Seq::new(7)]
+    );
+}
