@@ -217,6 +217,12 @@ impl NodeHandle {
         self.ca_file.as_deref()
     }
 
+    /// Conversation actors alive on this node right now (the metric of the same name is
+    /// process-wide; this is this node's own count).
+    pub fn conversations_active(&self) -> usize {
+        self.ctx.conversations_active.load(Ordering::Relaxed)
+    }
+
     /// The node's configuration.
     pub fn config(&self) -> &Config {
         &self.ctx.config

@@ -129,6 +129,11 @@ impl TestNode {
         }
     }
 
+    /// Conversation actors alive on this node.
+    pub fn conversations_active(&self) -> usize {
+        self.handle.as_ref().unwrap().conversations_active()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
