@@ -84,18 +84,8 @@ enum Command {
         /// The recipient.
         #[arg(long)]
         to: UserId,
-        /// The message text (with --media: the caption, which may be left out).
-        #[arg(required_unless_present = "media")]
-        text: Option<String>,
-        /// Id for this message; sending again with the same id does not duplicate it.
-        #[arg(long)]
-        client_msg_id: Option<ClientMsgId>,
-        /// Reply to (quote) this message of the conversation.
-        #[arg(long)]
-        reply_to: Option<u64>,
-        /// Send this media (an id printed by `media upload`), with TEXT as its caption.
-        #[arg(long, conflicts_with = "reply_to")]
-        media: Option<MediaId>,
+        #[command(flatten)]
+        message: MessageArgs,
     },
     /// React to a message (or remove the reaction with --remove).
     React {
@@ -256,6 +246,23 @@ impl std::str::FromStr for ByteRange {
     }
 }
 
+/// What `send` and `group send` send: a text (optionally a reply) or a media message.
+#[derive(Debug, Args)]
+struct MessageArgs {
+    /// The message text (with --media: the caption, which may be left out).
+    #[arg(required_unless_present = "media")]
+    text: Option<String>,
+    /// Id for this message; sending again with the same id does not duplicate it.
+    #[arg(long)]
+    client_msg_id: Option<ClientMsgId>,
+    /// Reply to (quote) this message of the conversation.
+    #[arg(long)]
+    reply_to: Option<u64>,
+    /// Send this media (an id printed by `media upload`), with TEXT as its caption.
+    #[arg(long, conflicts_with = "reply_to")]
+    media: Option<MediaId>,
+}
+
 /// Which conversation: the direct one with a user, or a group.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
@@ -292,18 +299,8 @@ enum GroupCommand {
     Send {
         /// The group (123 or g:123).
         group: GroupId,
-        /// The message text (with --media: the caption, which may be left out).
-        #[arg(required_unless_present = "media")]
-        text: Option<String>,
-        /// Id for this message; sending again with the same id does not duplicate it.
-        #[arg(long)]
-        client_msg_id: Option<ClientMsgId>,
-        /// Reply to (quote) this message of the group.
-        #[arg(long)]
-        reply_to: Option<u64>,
-        /// Send this media (an id printed by `media upload`), with TEXT as its caption.
-        #[arg(long, conflicts_with = "reply_to")]
-        media: Option<MediaId>,
+        #[command(flatten)]
+        message: MessageArgs,
     },
     /// Print a group's messages, oldest first.
     History {
@@ -498,16 +495,8 @@ async fn connect(global: &Global, events: EventStart) -> Result<Client> {
 
 async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()> {
     match command {
-        Command::Send {
-            to,
-            text,
-            client_msg_id,
-            reply_to,
-            media,
-        } => {
-            let conversation = ConversationRef::Direct { peer: to };
-            let ack = send(client, conversation, text, client_msg_id, reply_to, media).await?;
-            out.ack(&ack)
+        Command::Send { to, message } => {
+            out.ack(&send(client, ConversationRef::Direct { peer: to }, message).await?)
         }
         Command::React {
             target,
@@ -576,16 +565,8 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
                 json!({ "group": group.get(), "conversation": conversation.to_string() }),
             )
         }
-        Command::Group(GroupCommand::Send {
-            group,
-            text,
-            client_msg_id,
-            reply_to,
-            media,
-        }) => {
-            let conversation = ConversationRef::Group(group);
-            let ack = send(client, conversation, text, client_msg_id, reply_to, media).await?;
-            out.ack(&ack)
+        Command::Group(GroupCommand::Send { group, message }) => {
+            out.ack(&send(client, ConversationRef::Group(group), message).await?)
         }
         Command::Media(command) => media(client, out, command).await,
         Command::Group(GroupCommand::History { group, page }) => {
@@ -1138,11 +1119,14 @@ fn describe(message: &Message) -> (String, bool) {
 async fn send(
     client: &Client,
     conversation: ConversationRef,
-    text: Option<String>,
-    client_msg_id: Option<ClientMsgId>,
-    reply_to: Option<u64>,
-    media: Option<MediaId>,
+    message: MessageArgs,
 ) -> Result<SendAck> {
+    let MessageArgs {
+        text,
+        client_msg_id,
+        reply_to,
+        media,
+    } = message;
     let text = text.unwrap_or_default();
     let ack = match (media, reply_to) {
         (Some(media), _) => {
