@@ -60,9 +60,10 @@ pub use error::ClientError;
 
 // The wire types the SDK's signatures use, so an app can depend on this crate alone.
 pub use piazza_protocol::{
-    ClientMsgId, ConversationId, ConversationRef, DeviceId, ErrorCode, ForwardedFrom, GroupId,
-    GroupInfo, GroupRole, HistoryPage, Member, Message, MessageBody, MessageUpdate, ReactionCount,
-    ReceiptKind, ReceiptState, SendAck, Seq, SyncBatch, SyncCursor, SystemEvent, UserId,
+    ChannelId, ChannelInfo, ClientMsgId, ConversationId, ConversationRef, DeviceId, ErrorCode,
+    ForwardedFrom, GroupId, GroupInfo, GroupRole, HistoryPage, Member, Message, MessageBody,
+    MessageUpdate, PostStats, PresenceState, ReactionCount, ReceiptKind, ReceiptState,
+    ScheduledPost, SendAck, Seq, SyncBatch, SyncCursor, SystemEvent, UserId,
 };
 pub use piazza_protocol::{MediaId, MediaInfo};
 

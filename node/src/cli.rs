@@ -84,6 +84,9 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     };
     let config = load_config(args.config.as_deref(), &overrides)?;
     let user: UserId = args.user.parse().context("parse --user")?;
+    if user.is_reserved() {
+        anyhow::bail!("--user {user}: names with '#' are reserved for the node");
+    }
     let authority = TokenAuthority::load_or_generate(&config.signing_key_path())
         .context("load the token signing key")?;
     let now_s = SystemTime::now()

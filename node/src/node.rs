@@ -37,6 +37,8 @@ pub(crate) struct NodeContext {
     pub(crate) conversations_active: std::sync::atomic::AtomicUsize,
     /// False while starting and once shutdown begins.
     pub(crate) ready: AtomicBool,
+    /// Wakes the scheduler of channel posts when a post is scheduled.
+    pub(crate) scheduler: Arc<tokio::sync::Notify>,
 }
 
 impl NodeContext {
@@ -141,6 +143,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         next_session: AtomicU64::new(1),
         conversations_active: std::sync::atomic::AtomicUsize::new(0),
         ready: AtomicBool::new(false),
+        scheduler: Arc::new(tokio::sync::Notify::new()),
         config,
     });
 
@@ -182,6 +185,10 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         )),
         tokio::spawn(crate::admin::serve(
             admin_listener,
+            ctx.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(crate::actors::scheduler::run(
             ctx.clone(),
             shutdown_rx.clone(),
         )),

@@ -115,13 +115,30 @@ macro_rules! string_id {
 }
 
 string_id!(
-    /// A user name: 1–64 bytes of `[a-z0-9_.-]`. The token's subject.
+    /// A user name: 1–64 bytes of `[a-z0-9_.-]`. The token's subject. `#` is reserved for the
+    /// node's own pseudo-users ([`UserId::channel`]); nodes refuse tokens naming them.
     UserId,
     "user id",
     USER_NAME_BYTES_MAX,
     "a-z 0-9 _ . -",
-    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
+    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-' | '#')
 );
+
+impl UserId {
+    /// The sender of unsigned channel posts: the channel itself, not the admin who wrote it.
+    pub fn channel() -> UserId {
+        UserId(CHANNEL_AUTHOR.to_owned())
+    }
+
+    /// Whether this is one of the node's reserved pseudo-users (it contains `#`); no token may
+    /// name one.
+    pub fn is_reserved(&self) -> bool {
+        self.0.contains('#')
+    }
+}
+
+/// See [`UserId::channel`].
+const CHANNEL_AUTHOR: &str = "#channel";
 
 string_id!(
     /// A device of a user: 1–64 bytes of `[A-Za-z0-9_.:-]`.
@@ -142,65 +159,85 @@ string_id!(
     |c: char| c.is_ascii_graphic()
 );
 
-/// A group, as a non-zero 64-bit number chosen by the node at creation.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u64", into = "u64")]
-pub struct GroupId(u64);
+/// A non-zero 64-bit id chosen by the node at creation, written with a prefix (`g:`, `c:`) in
+/// conversation ids; parsing accepts the number with or without its prefix.
+macro_rules! numeric_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "u64", into = "u64")]
+        pub struct $name(u64);
 
-impl GroupId {
-    /// Builds a group id; zero is not a valid id.
-    pub fn new(raw: u64) -> Result<GroupId, IdError> {
-        if raw == 0 {
-            return Err(IdError::Malformed {
-                kind: "group id",
-                reason: "zero is not a group id",
-            });
+        impl $name {
+            /// Builds the id; zero is not a valid id.
+            pub fn new(raw: u64) -> Result<$name, IdError> {
+                if raw == 0 {
+                    return Err(IdError::Malformed {
+                        kind: $kind,
+                        reason: "zero is not an id",
+                    });
+                }
+                Ok($name(raw))
+            }
+
+            /// The raw number.
+            pub fn get(self) -> u64 {
+                self.0
+            }
         }
-        Ok(GroupId(raw))
-    }
 
-    /// The raw number.
-    pub fn get(self) -> u64 {
-        self.0
-    }
+        impl TryFrom<u64> for $name {
+            type Error = IdError;
+            fn try_from(raw: u64) -> Result<Self, IdError> {
+                $name::new(raw)
+            }
+        }
+
+        impl From<$name> for u64 {
+            fn from(id: $name) -> u64 {
+                id.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                let digits = s.strip_prefix($prefix).unwrap_or(s);
+                let raw = digits.parse::<u64>().map_err(|_| IdError::Malformed {
+                    kind: $kind,
+                    reason: "not a number",
+                })?;
+                $name::new(raw)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<u64> for GroupId {
-    type Error = IdError;
-    fn try_from(raw: u64) -> Result<Self, IdError> {
-        GroupId::new(raw)
-    }
-}
+numeric_id!(
+    /// A group, as a non-zero 64-bit number chosen by the node at creation.
+    GroupId,
+    "group id",
+    "g:"
+);
 
-impl From<GroupId> for u64 {
-    fn from(id: GroupId) -> u64 {
-        id.0
-    }
-}
-
-impl FromStr for GroupId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        let digits = s.strip_prefix("g:").unwrap_or(s);
-        let raw = digits.parse::<u64>().map_err(|_| IdError::Malformed {
-            kind: "group id",
-            reason: "not a number",
-        })?;
-        GroupId::new(raw)
-    }
-}
-
-impl fmt::Display for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl fmt::Debug for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GroupId({})", self.0)
-    }
-}
+numeric_id!(
+    /// A channel (one-to-many broadcast), as a non-zero 64-bit number chosen by the node.
+    ChannelId,
+    "channel id",
+    "c:"
+);
 
 /// A position in a conversation's sequence. The first message has seq 1; `Seq::ZERO` means "nothing
 /// yet" and is what a device that never saw a conversation syncs from.
@@ -249,6 +286,15 @@ pub enum ConversationId {
     },
     /// A group conversation.
     Group(GroupId),
+    /// A channel: owner and admins post, subscribers read, react and comment.
+    Channel(ChannelId),
+    /// The comment thread of one channel post.
+    Comments {
+        /// The channel.
+        channel: ChannelId,
+        /// The post commented on.
+        post: Seq,
+    },
 }
 
 impl ConversationId {
@@ -269,7 +315,9 @@ impl ConversationId {
     pub fn is_direct_party(&self, user: &UserId) -> bool {
         match self {
             ConversationId::Direct { low, high } => low == user || high == user,
-            ConversationId::Group(_) => false,
+            ConversationId::Group(_)
+            | ConversationId::Channel(_)
+            | ConversationId::Comments { .. } => false,
         }
     }
 
@@ -289,6 +337,8 @@ impl fmt::Display for ConversationId {
         match self {
             ConversationId::Direct { low, high } => write!(f, "dm:{low}:{high}"),
             ConversationId::Group(g) => write!(f, "g:{g}"),
+            ConversationId::Channel(c) => write!(f, "c:{c}"),
+            ConversationId::Comments { channel, post } => write!(f, "c:{channel}:{post}"),
         }
     }
 }
@@ -319,9 +369,28 @@ impl FromStr for ConversationId {
         if let Some(rest) = s.strip_prefix("g:") {
             return Ok(ConversationId::Group(rest.parse()?));
         }
+        if let Some(rest) = s.strip_prefix("c:") {
+            return match rest.split_once(':') {
+                None => Ok(ConversationId::Channel(rest.parse()?)),
+                Some((channel, post)) => {
+                    let post =
+                        post.parse::<u64>()
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .ok_or(IdError::Malformed {
+                                kind: "conversation id",
+                                reason: "expected c:<channel>:<post seq>",
+                            })?;
+                    Ok(ConversationId::Comments {
+                        channel: channel.parse()?,
+                        post: Seq::new(post),
+                    })
+                }
+            };
+        }
         Err(IdError::Malformed {
             kind: "conversation id",
-            reason: "expected dm:… or g:…",
+            reason: "expected dm:…, g:… or c:…",
         })
     }
 }
@@ -331,6 +400,8 @@ impl FromStr for ConversationId {
 enum ConversationIdRepr {
     Direct(UserId, UserId),
     Group(GroupId),
+    Channel(ChannelId),
+    Comments(ChannelId, Seq),
 }
 
 impl TryFrom<ConversationIdRepr> for ConversationId {
@@ -345,6 +416,14 @@ impl TryFrom<ConversationIdRepr> for ConversationId {
                 reason: "users of a direct conversation must be distinct and ascending",
             }),
             ConversationIdRepr::Group(g) => Ok(ConversationId::Group(g)),
+            ConversationIdRepr::Channel(c) => Ok(ConversationId::Channel(c)),
+            ConversationIdRepr::Comments(_, post) if post == Seq::ZERO => Err(IdError::Malformed {
+                kind: "conversation id",
+                reason: "comments belong to a post (seq 1 or later)",
+            }),
+            ConversationIdRepr::Comments(channel, post) => {
+                Ok(ConversationId::Comments { channel, post })
+            }
         }
     }
 }
@@ -354,6 +433,10 @@ impl From<ConversationId> for ConversationIdRepr {
         match id {
             ConversationId::Direct { low, high } => ConversationIdRepr::Direct(low, high),
             ConversationId::Group(g) => ConversationIdRepr::Group(g),
+            ConversationId::Channel(c) => ConversationIdRepr::Channel(c),
+            ConversationId::Comments { channel, post } => {
+                ConversationIdRepr::Comments(channel, post)
+            }
         }
     }
 }

@@ -36,13 +36,14 @@ mod money;
 pub use error::ErrorCode;
 pub use frame::{FrameDecoder, FrameError};
 pub use ids::{
-    ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, IdError, Seq, UserId,
+    ChannelId, ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, IdError, Seq,
+    UserId,
 };
 pub use media::{MediaId, MediaInfo, MediaRequest, MediaResponse, UploadChunkHeader, UploadId};
 pub use messages::{
-    Datagram, Event, ForwardedFrom, GroupInfo, GroupRole, HistoryPage, Member, Message,
-    MessageBody, MessageUpdate, ReactionCount, ReceiptKind, ReceiptState, Request, Response,
-    SendAck, SyncBatch, SyncCursor, SystemEvent,
+    ChannelInfo, Datagram, Event, ForwardedFrom, GroupInfo, GroupRole, HistoryPage, Member,
+    Message, MessageBody, MessageUpdate, PostStats, PresenceState, ReactionCount, ReceiptKind,
+    ReceiptState, Request, Response, ScheduledPost, SendAck, SyncBatch, SyncCursor, SystemEvent,
 };
 pub use money::{Currency, Money, MoneyError};
 

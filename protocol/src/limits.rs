@@ -52,6 +52,12 @@ pub const EMOJI_BYTES_MAX: usize = 64;
 /// Most distinct emoji on one message; further new emoji are refused.
 pub const REACTIONS_DISTINCT_MAX: usize = 32;
 
+/// Most channel posts named in one `ViewPosts` or `PostStats` request.
+pub const POST_STATS_MAX: usize = 100;
+
+/// Most posts waiting to be published per channel.
+pub const SCHEDULED_POSTS_MAX: usize = 100;
+
 /// Most pinned messages per conversation.
 pub const PINNED_MAX: usize = 50;
 

@@ -7,8 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
-use crate::ids::{ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, Seq, UserId};
-use crate::limits::CAPTION_BYTES_MAX;
+use crate::ids::{
+    ChannelId, ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, Seq, UserId,
+};
+use crate::limits::{CAPTION_BYTES_MAX, POST_STATS_MAX};
 use crate::limits::{
     EMOJI_BYTES_MAX, GROUP_CREATE_MEMBERS_MAX, GROUP_DESCRIPTION_BYTES_MAX, GROUP_INVITE_BATCH_MAX,
     GROUP_NAME_BYTES_MAX, HISTORY_PAGE_MAX, INVITE_LINK_BYTES_MAX, MEMBERS_PAGE_MAX,
@@ -255,6 +257,112 @@ pub enum Request {
         /// The caption (may be empty), at most [`CAPTION_BYTES_MAX`] bytes.
         caption: String,
     },
+    /// Create a channel with the caller as owner. Answered with [`Response::ChannelCreated`].
+    /// Posts are ordinary sends (`Send`, `Reply`, `SendMedia`) to the channel's conversation,
+    /// allowed to its owner and admins only.
+    CreateChannel {
+        /// Title, 1..=[`GROUP_NAME_BYTES_MAX`] bytes.
+        title: String,
+        /// Description, at most [`GROUP_DESCRIPTION_BYTES_MAX`] bytes.
+        description: String,
+        /// Whether posts show their author; otherwise their sender is [`UserId::channel`].
+        signed: bool,
+    },
+    /// Subscribe to a channel (anyone). Answered with [`Response::Subscribed`]; the channel then
+    /// appears in `Heads` and `Sync`.
+    Subscribe {
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// Unsubscribe (the owner cannot). Answered with [`Response::Done`].
+    Unsubscribe {
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// Change the channel's title, description or signing (owner and admins). Answered with
+    /// [`Response::Done`].
+    UpdateChannel {
+        /// The channel.
+        channel: ChannelId,
+        /// New title, if changing.
+        title: Option<String>,
+        /// New description, if changing.
+        description: Option<String>,
+        /// Sign posts from now on, if changing.
+        signed: Option<bool>,
+    },
+    /// Make a user an admin of the channel (subscribing them if needed) or back to a plain
+    /// subscriber (owner only). Answered with [`Response::Done`].
+    SetChannelAdmin {
+        /// The channel.
+        channel: ChannelId,
+        /// Who.
+        user: UserId,
+        /// Admin (true) or subscriber (false).
+        admin: bool,
+    },
+    /// The channel's profile (anyone). Answered with [`Response::ChannelInfo`].
+    ChannelInfo {
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// Schedule a text post for `at_ms` (owner and admins). It is published at that time (or at
+    /// start-up if the node was down then) with `client_msg_id`, at most
+    /// [`crate::limits::SCHEDULED_POSTS_MAX`] per channel. Answered with [`Response::Scheduled`].
+    SchedulePost {
+        /// The channel.
+        channel: ChannelId,
+        /// The id the post will carry; scheduling again with the same id is answered with the
+        /// existing schedule.
+        client_msg_id: ClientMsgId,
+        /// The text.
+        text: String,
+        /// When to publish (milliseconds since the Unix epoch).
+        at_ms: u64,
+    },
+    /// The channel's scheduled posts, earliest first (owner and admins). Answered with
+    /// [`Response::ScheduledPosts`].
+    ScheduledPosts {
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// Cancel a scheduled post (owner and admins). Answered with [`Response::Done`], or
+    /// `NotFound` if it was published or cancelled already.
+    CancelScheduled {
+        /// The channel.
+        channel: ChannelId,
+        /// The scheduled post.
+        client_msg_id: ClientMsgId,
+    },
+    /// Count one view of each post by the caller (a user counts once per post) and return the
+    /// posts' counters, at most [`POST_STATS_MAX`] posts. Answered with [`Response::PostStats`].
+    ViewPosts {
+        /// The channel.
+        channel: ChannelId,
+        /// The posts seen.
+        posts: Vec<Seq>,
+    },
+    /// The counters of posts without counting a view. Answered with [`Response::PostStats`].
+    PostStats {
+        /// The channel.
+        channel: ChannelId,
+        /// The posts.
+        posts: Vec<Seq>,
+    },
+    /// Share this user's online state with people who watch it (opt-in, off by default, for
+    /// as long as this connection is open). Answered with [`Response::Done`].
+    SetPresence {
+        /// Visible (true) or hidden (false).
+        visible: bool,
+    },
+    /// Watch the presence of a conversation's other members: the peer of a direct conversation,
+    /// or the members of a group up to the node's large-group size. Changes arrive as
+    /// [`Datagram::Presence`] while this connection is open. Answered with
+    /// [`Response::Presence`] (the current state of those who share it).
+    WatchPresence {
+        /// The conversation.
+        conversation: ConversationRef,
+    },
 }
 
 impl Request {
@@ -323,6 +431,59 @@ impl Request {
             Request::SendMedia { caption, .. } => {
                 check_len("caption", caption.len(), CAPTION_BYTES_MAX)?;
             }
+            Request::CreateChannel {
+                title, description, ..
+            } => {
+                if title.trim().is_empty() {
+                    return Err(ErrorCode::invalid("title", "empty title"));
+                }
+                check_len("title", title.len(), GROUP_NAME_BYTES_MAX)?;
+                check_len(
+                    "description",
+                    description.len(),
+                    GROUP_DESCRIPTION_BYTES_MAX,
+                )?;
+            }
+            Request::UpdateChannel {
+                title, description, ..
+            } => {
+                if let Some(title) = title {
+                    if title.trim().is_empty() {
+                        return Err(ErrorCode::invalid("title", "empty title"));
+                    }
+                    check_len("title", title.len(), GROUP_NAME_BYTES_MAX)?;
+                }
+                if let Some(description) = description {
+                    check_len(
+                        "description",
+                        description.len(),
+                        GROUP_DESCRIPTION_BYTES_MAX,
+                    )?;
+                }
+            }
+            Request::SchedulePost { text, .. } => {
+                if text.is_empty() {
+                    return Err(ErrorCode::invalid("text", "empty message"));
+                }
+                check_len("text", text.len(), TEXT_BYTES_MAX)?;
+            }
+            Request::ViewPosts { posts, .. } | Request::PostStats { posts, .. } => {
+                if posts.is_empty() {
+                    return Err(ErrorCode::invalid("posts", "no posts named"));
+                }
+                check_len("posts", posts.len(), POST_STATS_MAX)?;
+                if posts.contains(&Seq::ZERO) {
+                    return Err(ErrorCode::invalid("posts", "seq 0 is not a post"));
+                }
+            }
+            Request::Subscribe { .. }
+            | Request::Unsubscribe { .. }
+            | Request::SetChannelAdmin { .. }
+            | Request::ChannelInfo { .. }
+            | Request::ScheduledPosts { .. }
+            | Request::CancelScheduled { .. }
+            | Request::SetPresence { .. }
+            | Request::WatchPresence { .. } => {}
             Request::React { emoji, .. } => {
                 if emoji.is_empty() || emoji.chars().any(char::is_whitespace) {
                     return Err(ErrorCode::invalid("emoji", "one emoji, no spaces"));
@@ -370,6 +531,19 @@ impl Request {
             Request::Members { .. } => "members",
             Request::Media(request) => request.label(),
             Request::SendMedia { .. } => "send_media",
+            Request::CreateChannel { .. } => "create_channel",
+            Request::Subscribe { .. } => "subscribe",
+            Request::Unsubscribe { .. } => "unsubscribe",
+            Request::UpdateChannel { .. } => "update_channel",
+            Request::SetChannelAdmin { .. } => "set_channel_admin",
+            Request::ChannelInfo { .. } => "channel_info",
+            Request::SchedulePost { .. } => "schedule_post",
+            Request::ScheduledPosts { .. } => "scheduled_posts",
+            Request::CancelScheduled { .. } => "cancel_scheduled",
+            Request::ViewPosts { .. } => "view_posts",
+            Request::PostStats { .. } => "post_stats",
+            Request::SetPresence { .. } => "set_presence",
+            Request::WatchPresence { .. } => "watch_presence",
         }
     }
 }
@@ -471,6 +645,85 @@ pub enum Response {
     },
     /// The answer to a [`Request::Media`].
     Media(MediaResponse),
+    /// Subscribed to a channel (or already was).
+    Subscribed {
+        /// The channel's conversation.
+        conversation: ConversationId,
+        /// Its newest seq when the subscription took effect: later posts are pushed; a device
+        /// that wants no history starts its cursor here.
+        head: Seq,
+    },
+    /// A channel was created.
+    ChannelCreated {
+        /// The new channel (its conversation is `ConversationId::Channel`).
+        channel: ChannelId,
+    },
+    /// A channel's profile.
+    ChannelInfo(ChannelInfo),
+    /// A post is scheduled.
+    Scheduled(ScheduledPost),
+    /// Scheduled posts, earliest first.
+    ScheduledPosts(Vec<ScheduledPost>),
+    /// Counters of channel posts, in the order asked.
+    PostStats(Vec<PostStats>),
+    /// The presence of the watched users who share it.
+    Presence(Vec<PresenceState>),
+}
+
+/// A channel's profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Title.
+    pub title: String,
+    /// Description (may be empty).
+    pub description: String,
+    /// The owner.
+    pub owner: UserId,
+    /// Subscribers now, owner and admins included.
+    pub subscriber_count: u64,
+    /// When it was created (milliseconds since the Unix epoch).
+    pub created_at_ms: u64,
+    /// Whether posts show their author.
+    pub signed: bool,
+    /// The caller's role: `None` if not subscribed, `Member` for a plain subscriber.
+    pub role: Option<GroupRole>,
+}
+
+/// A post waiting for its time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledPost {
+    /// The id the post will carry.
+    pub client_msg_id: ClientMsgId,
+    /// When it will be published (milliseconds since the Unix epoch).
+    pub at_ms: u64,
+    /// Who scheduled it.
+    pub author: UserId,
+    /// The text.
+    pub text: String,
+}
+
+/// Counters of one channel post.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostStats {
+    /// The post.
+    pub post: Seq,
+    /// Distinct users who viewed it.
+    pub views: u64,
+    /// Comments in its thread.
+    pub comments: u64,
+}
+
+/// Whether a user is online.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceState {
+    /// The user.
+    pub user: UserId,
+    /// Online now (a visible connection is open).
+    pub online: bool,
+    /// When the user was last online, if this node has seen them since it started.
+    pub last_seen_ms: Option<u64>,
 }
 
 /// A member's role in a group.
@@ -671,6 +924,11 @@ pub enum SystemEvent {
         /// How many members it started with, owner included.
         member_count: u32,
     },
+    /// The channel was created.
+    ChannelCreated {
+        /// Its title.
+        title: String,
+    },
     /// A member left.
     MemberLeft {
         /// Who.
@@ -744,4 +1002,6 @@ pub enum Datagram {
         /// Typing started (true) or stopped (false).
         active: bool,
     },
+    /// A watched user came online or went offline (node to client only).
+    Presence(PresenceState),
 }

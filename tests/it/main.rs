@@ -4,6 +4,7 @@
 
 mod admin;
 mod bad_input;
+mod channels;
 mod chat;
 mod durability;
 mod fanout;

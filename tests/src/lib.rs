@@ -12,6 +12,8 @@
     missing_debug_implementations
 )]
 
+pub mod swarm;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -110,6 +112,11 @@ impl TestNode {
     /// Starts a node in a fresh data directory after letting `tweak` adjust its configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestNode {
         TestNode::start_in(tempfile::tempdir().unwrap(), tweak).await
+    }
+
+    /// Starts a node on the data directory of a stopped one.
+    pub async fn start_in_dir(dir: TempDir) -> TestNode {
+        TestNode::start_in(dir, |_| {}).await
     }
 
     async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestNode {

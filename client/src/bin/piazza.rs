@@ -13,9 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use piazza_client::{
-    Client, ClientConfig, ClientError, ClientEvent, ClientMsgId, ConversationId, ConversationRef,
-    DeviceId, EventStart, GroupId, GroupRole, MediaId, Message, MessageBody, MessageUpdate,
-    ReceiptKind, ReceiptState, SendAck, Seq, SystemEvent, UploadProgress, UserId,
+    ChannelId, Client, ClientConfig, ClientError, ClientEvent, ClientMsgId, ConversationId,
+    ConversationRef, DeviceId, EventStart, GroupId, GroupRole, MediaId, Message, MessageBody,
+    MessageUpdate, PresenceState, ReceiptKind, ReceiptState, SendAck, Seq, SystemEvent,
+    UploadProgress, UserId,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -179,6 +180,21 @@ enum Command {
     /// Upload and download media.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Channels: one-to-many broadcasts with comments, views and scheduled posts.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Share your online state and print the presence of a conversation's members as it
+    /// changes.
+    Presence {
+        #[command(flatten)]
+        target: Target,
+        /// Also share your own presence while this runs.
+        #[arg(long)]
+        share: bool,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
     /// Print how far each member of a conversation has received and read.
     Receipts {
         /// The direct conversation with this user.
@@ -273,16 +289,144 @@ struct Target {
     /// A group (123 or g:123).
     #[arg(long)]
     group: Option<GroupId>,
+    /// A channel (123 or c:123).
+    #[arg(long)]
+    channel: Option<ChannelId>,
+    /// Any conversation by its full id: dm:alice:bob, g:123, c:123, or c:123:7 for the comments
+    /// of post 7 of channel 123.
+    #[arg(long)]
+    conversation: Option<ConversationId>,
 }
 
 impl Target {
     fn conversation(self) -> Result<ConversationRef> {
-        match (self.with, self.group) {
-            (Some(peer), _) => Ok(ConversationRef::Direct { peer }),
-            (None, Some(group)) => Ok(ConversationRef::Group(group)),
-            (None, None) => bail!("give --with USER or --group GROUP"),
+        match (self.with, self.group, self.channel, self.conversation) {
+            (Some(peer), ..) => Ok(ConversationRef::Direct { peer }),
+            (None, Some(group), ..) => Ok(ConversationRef::Group(group)),
+            (None, None, Some(channel), _) => {
+                Ok(ConversationRef::Id(ConversationId::Channel(channel)))
+            }
+            (None, None, None, Some(id)) => Ok(ConversationRef::Id(id)),
+            (None, None, None, None) => {
+                bail!("give --with USER, --group GROUP, --channel CHANNEL or --conversation ID")
+            }
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ChannelCommand {
+    /// Create a channel with you as owner; prints its id.
+    Create {
+        /// Title.
+        title: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Show the author of each post (otherwise posts come from the channel).
+        #[arg(long)]
+        signed: bool,
+    },
+    /// Post to a channel (owner and admins), now or at a later time.
+    Post {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        #[command(flatten)]
+        message: MessageArgs,
+        /// Publish in this many seconds instead of now (a scheduled post; text only).
+        #[arg(long, conflicts_with_all = ["media", "reply_to", "at_ms"])]
+        in_secs: Option<u64>,
+        /// Publish at this time, in milliseconds since the Unix epoch (text only).
+        #[arg(long, conflicts_with_all = ["media", "reply_to"])]
+        at_ms: Option<u64>,
+    },
+    /// Subscribe to a channel.
+    Subscribe {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+    },
+    /// Unsubscribe from a channel.
+    Unsubscribe {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+    },
+    /// Print a channel's posts, oldest first.
+    History {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Comment on a post (any subscriber).
+    Comment {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        /// The post's seq.
+        post: u64,
+        #[command(flatten)]
+        message: MessageArgs,
+    },
+    /// Print the comments of a post, oldest first.
+    Comments {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        /// The post's seq.
+        post: u64,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Print the channel's profile.
+    Info {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+    },
+    /// Change the title, description or signing (owner and admins).
+    Edit {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        /// New title.
+        #[arg(long)]
+        title: Option<String>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Sign posts from now on (true) or not (false).
+        #[arg(long)]
+        signed: Option<bool>,
+    },
+    /// Make a user an admin (owner only), or a plain subscriber again with --remove.
+    Admin {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        /// The user.
+        user: UserId,
+        /// Take the admin role away.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// List the scheduled posts (owner and admins).
+    Scheduled {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+    },
+    /// Cancel a scheduled post.
+    Cancel {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        /// The scheduled post's client message id.
+        client_msg_id: ClientMsgId,
+    },
+    /// Print views and comment counts of posts; with --view, count your view first.
+    Stats {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        /// Post seqs.
+        #[arg(required = true)]
+        posts: Vec<u64>,
+        /// Count a view by you (once per post).
+        #[arg(long)]
+        view: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -569,6 +713,21 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
             out.ack(&send(client, ConversationRef::Group(group), message).await?)
         }
         Command::Media(command) => media(client, out, command).await,
+        Command::Channel(command) => channel(client, out, command).await,
+        Command::Presence {
+            target,
+            share,
+            timeout_secs,
+        } => {
+            presence(
+                client,
+                out,
+                target,
+                share,
+                Duration::from_secs(timeout_secs),
+            )
+            .await
+        }
         Command::Group(GroupCommand::History { group, page }) => {
             history(client, out, ConversationRef::Group(group), &page).await
         }
@@ -700,6 +859,253 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
             Ok(())
         }
     }
+}
+
+async fn channel(client: &Client, out: &Output, command: ChannelCommand) -> Result<()> {
+    let id = |channel: ChannelId| ConversationRef::Id(ConversationId::Channel(channel));
+    match command {
+        ChannelCommand::Create {
+            title,
+            description,
+            signed,
+        } => {
+            let channel = client.create_channel(title, description, signed).await?;
+            out.line(
+                &format!("created channel {channel} (conversation c:{channel})"),
+                json!({ "channel": channel.get(), "conversation": format!("c:{channel}") }),
+            )
+        }
+        ChannelCommand::Post {
+            channel,
+            message,
+            in_secs,
+            at_ms,
+        } => {
+            let at_ms = match (in_secs, at_ms) {
+                (Some(secs), _) => Some(now_ms().saturating_add(secs.saturating_mul(1000))),
+                (None, at_ms) => at_ms,
+            };
+            let Some(at_ms) = at_ms else {
+                return out.ack(&send(client, id(channel), message).await?);
+            };
+            let text = message
+                .text
+                .ok_or_else(|| anyhow::anyhow!("a scheduled post needs a text"))?;
+            let post = client
+                .schedule_post(channel, text, at_ms, message.client_msg_id)
+                .await?;
+            out.line(
+                &format!(
+                    "scheduled {} for {} (in {} s)",
+                    post.client_msg_id,
+                    post.at_ms,
+                    post.at_ms.saturating_sub(now_ms()) / 1000
+                ),
+                json!({
+                    "channel": channel.get(),
+                    "client_msg_id": post.client_msg_id.as_str(),
+                    "at_ms": post.at_ms,
+                }),
+            )
+        }
+        ChannelCommand::Subscribe { channel } => {
+            let head = client.subscribe(channel).await?;
+            out.line(
+                &format!("subscribed to {channel} (newest post: {head})"),
+                json!({ "channel": channel.get(), "subscribed": true, "head": head.get() }),
+            )
+        }
+        ChannelCommand::Unsubscribe { channel } => {
+            client.unsubscribe(channel).await?;
+            out.line(
+                &format!("unsubscribed from {channel}"),
+                json!({ "channel": channel.get(), "subscribed": false }),
+            )
+        }
+        ChannelCommand::History { channel, page } => history(client, out, id(channel), &page).await,
+        ChannelCommand::Comment {
+            channel,
+            post,
+            message,
+        } => {
+            let thread = ConversationRef::Id(ConversationId::Comments {
+                channel,
+                post: Seq::new(post),
+            });
+            out.ack(&send(client, thread, message).await?)
+        }
+        ChannelCommand::Comments {
+            channel,
+            post,
+            page,
+        } => {
+            let thread = ConversationRef::Id(ConversationId::Comments {
+                channel,
+                post: Seq::new(post),
+            });
+            history(client, out, thread, &page).await
+        }
+        ChannelCommand::Info { channel } => {
+            let info = client.channel_info(channel).await?;
+            let role = info.role.map_or("not subscribed", role_name);
+            out.line(
+                &format!(
+                    "{} (channel {}): {} subscribers, owner {}, {}, you: {role}\n{}",
+                    info.title,
+                    info.channel,
+                    info.subscriber_count,
+                    info.owner,
+                    if info.signed { "signed" } else { "unsigned" },
+                    info.description
+                ),
+                json!({
+                    "channel": info.channel.get(),
+                    "title": info.title,
+                    "description": info.description,
+                    "owner": info.owner.as_str(),
+                    "subscriber_count": info.subscriber_count,
+                    "created_at_ms": info.created_at_ms,
+                    "signed": info.signed,
+                    "role": info.role.map(role_name),
+                }),
+            )
+        }
+        ChannelCommand::Edit {
+            channel,
+            title,
+            description,
+            signed,
+        } => {
+            if title.is_none() && description.is_none() && signed.is_none() {
+                bail!("give --title, --description and/or --signed true|false");
+            }
+            client
+                .update_channel(channel, title, description, signed)
+                .await?;
+            out.line(
+                &format!("updated {channel}"),
+                json!({ "channel": channel.get(), "updated": true }),
+            )
+        }
+        ChannelCommand::Admin {
+            channel,
+            user,
+            remove,
+        } => {
+            client
+                .set_channel_admin(channel, user.clone(), !remove)
+                .await?;
+            let role = if remove { "member" } else { "admin" };
+            out.line(
+                &format!("{user} is now {role} of {channel}"),
+                json!({ "channel": channel.get(), "user": user.as_str(), "role": role }),
+            )
+        }
+        ChannelCommand::Scheduled { channel } => {
+            for post in client.scheduled_posts(channel).await? {
+                out.line(
+                    &format!(
+                        "{} at {} by {}: {}",
+                        post.client_msg_id, post.at_ms, post.author, post.text
+                    ),
+                    json!({
+                        "client_msg_id": post.client_msg_id.as_str(),
+                        "at_ms": post.at_ms,
+                        "author": post.author.as_str(),
+                        "text": post.text,
+                    }),
+                )?;
+            }
+            Ok(())
+        }
+        ChannelCommand::Cancel {
+            channel,
+            client_msg_id,
+        } => {
+            client
+                .cancel_scheduled(channel, client_msg_id.clone())
+                .await?;
+            out.line(
+                &format!("cancelled {client_msg_id}"),
+                json!({ "channel": channel.get(), "cancelled": client_msg_id.as_str() }),
+            )
+        }
+        ChannelCommand::Stats {
+            channel,
+            posts,
+            view,
+        } => {
+            let posts = posts.into_iter().map(Seq::new).collect();
+            let stats = if view {
+                client.view_posts(channel, posts).await?
+            } else {
+                client.post_stats(channel, posts).await?
+            };
+            for stat in stats {
+                out.line(
+                    &format!(
+                        "[{}] {} views, {} comments",
+                        stat.post, stat.views, stat.comments
+                    ),
+                    json!({
+                        "post": stat.post.get(),
+                        "views": stat.views,
+                        "comments": stat.comments,
+                    }),
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Shares presence (with `share`), watches the target's members and prints their presence as
+/// it changes until `timeout` passes.
+async fn presence(
+    client: &Client,
+    out: &Output,
+    target: Target,
+    share: bool,
+    timeout: Duration,
+) -> Result<()> {
+    if share {
+        client.set_presence(true).await?;
+    }
+    let print = |state: &PresenceState| {
+        let seen = state
+            .last_seen_ms
+            .map_or(String::new(), |at| format!(", last seen {at}"));
+        out.line(
+            &format!(
+                "{} is {}{seen}",
+                state.user,
+                if state.online { "online" } else { "offline" }
+            ),
+            json!({
+                "user": state.user.as_str(),
+                "online": state.online,
+                "last_seen_ms": state.last_seen_ms,
+            }),
+        )
+    };
+    for state in client.watch_presence(target.conversation()?).await? {
+        print(&state)?;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.next_event()).await;
+        match event {
+            Err(_) | Ok(None) => return Ok(()),
+            Ok(Some(ClientEvent::Presence(state))) => print(&state)?,
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Prints up to `page.limit` messages, oldest first, fetching as many pages as that takes.
@@ -1034,6 +1440,10 @@ fn describe(message: &Message) -> (String, bool) {
                 "{} created group \"{name}\" with {member_count} members",
                 message.sender
             ),
+            true,
+        ),
+        MessageBody::System(SystemEvent::ChannelCreated { title }) => (
+            format!("{} created channel \"{title}\"", message.sender),
             true,
         ),
         MessageBody::System(SystemEvent::MemberLeft { user }) => {

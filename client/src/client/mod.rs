@@ -14,8 +14,8 @@ use piazza_protocol::limits::{
 };
 use piazza_protocol::{
     ClientMsgId, ConversationId, ConversationRef, Datagram, DeviceId, ErrorCode, GroupId,
-    GroupInfo, GroupRole, HistoryPage, Member, Message, ReceiptKind, ReceiptState, Request,
-    Response, SendAck, Seq, SyncCursor, UserId, codec,
+    GroupInfo, GroupRole, HistoryPage, Member, Message, PresenceState, ReceiptKind, ReceiptState,
+    Request, Response, SendAck, Seq, SyncCursor, UserId, codec,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -82,6 +82,8 @@ pub enum ClientEvent {
         /// Started (true) or stopped (false).
         active: bool,
     },
+    /// A watched user came online or went offline. Best effort, like typing.
+    Presence(PresenceState),
     /// The connection was lost and is back (possibly to another node). Messages missed meanwhile
     /// follow this event, before live ones.
     Reconnected {
@@ -814,6 +816,7 @@ fn random_salt() -> u64 {
     hasher.finish()
 }
 
+mod channel;
 mod media;
 #[cfg(test)]
 mod tests;

@@ -323,6 +323,9 @@ impl Driver {
                     active,
                 });
             }
+            Ok(Datagram::Presence(state)) => {
+                let _ = self.events_tx.try_send(ClientEvent::Presence(state));
+            }
             // A datagram is unreliable by nature; a bad one is dropped, not fatal.
             Err(error) => debug!("dropping undecodable datagram: {error}"),
         }

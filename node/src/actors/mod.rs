@@ -12,4 +12,5 @@
 
 pub(crate) mod conversation;
 pub(crate) mod relay;
+pub(crate) mod scheduler;
 pub(crate) mod supervisor;

@@ -2,14 +2,18 @@
 //! recipients. Conversation actors send it one batch per committed message (and, with a cluster,
 //! one per interested node). It never waits for a session: each session has a bounded outbox, and
 //! a full outbox marks the session for `Resync` instead of blocking anyone.
+//!
+//! It also keeps presence, since it already knows every local session: which users share their
+//! online state (opt-in, per connection), who watches whom, and when a visible user was last
+//! seen. Changes go out as datagrams: cheap and lossy, a client re-asks with `WatchPresence`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use piazza_protocol::UserId;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use piazza_protocol::{Datagram, PresenceState, UserId, codec};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
 use super::conversation::core::Recipients;
@@ -50,16 +54,43 @@ pub(crate) enum RelayMsg {
         except: UserId,
         payload: Bytes,
     },
+    /// A session shares (or stops sharing) its user's online state.
+    SetPresence {
+        session: SessionId,
+        user: UserId,
+        visible: bool,
+    },
+    /// A session watches `users` (already authorized by their conversation's actor); answers
+    /// with the current state of those who share it.
+    Watch {
+        session: SessionId,
+        user: UserId,
+        users: Vec<UserId>,
+        reply: RpcReplyPort<Vec<PresenceState>>,
+    },
 }
+
+/// Most users one session watches; more watches replace none and are refused by truncation.
+pub(crate) const PRESENCE_WATCHES_MAX: usize = 1000;
+/// Most users whose last-seen time the relay remembers (forgotten all at once beyond it).
+const LAST_SEEN_MAX: usize = 100_000;
 
 /// The relay actor.
 #[derive(Debug)]
 pub(crate) struct Relay;
 
-/// Local sessions by user.
+/// Local sessions by user, and presence.
 #[derive(Debug, Default)]
 pub(crate) struct RelayState {
     sessions: HashMap<UserId, Vec<(SessionId, Outbox)>>,
+    /// Sessions that share their user's presence, per user.
+    visible: HashMap<UserId, HashSet<SessionId>>,
+    /// When a user who shared presence was last online (milliseconds since the Unix epoch).
+    last_seen: HashMap<UserId, u64>,
+    /// Who watches a user: watching session → its outbox.
+    watchers: HashMap<UserId, HashMap<SessionId, Outbox>>,
+    /// What a session watches, to clean up and bound it.
+    watching: HashMap<SessionId, HashSet<UserId>>,
 }
 
 impl RelayState {
@@ -78,6 +109,86 @@ impl RelayState {
                     for (_, outbox) in sessions {
                         f(user, outbox);
                     }
+                }
+            }
+        }
+    }
+}
+
+impl RelayState {
+    fn outbox(&self, user: &UserId, session: SessionId) -> Option<&Outbox> {
+        self.sessions
+            .get(user)?
+            .iter()
+            .find(|(id, _)| *id == session)
+            .map(|(_, outbox)| outbox)
+    }
+
+    fn presence_of(&self, user: &UserId) -> Option<PresenceState> {
+        if self.visible.contains_key(user) {
+            return Some(PresenceState {
+                user: user.clone(),
+                online: true,
+                last_seen_ms: Some(crate::node::now_ms()),
+            });
+        }
+        self.last_seen.get(user).map(|at| PresenceState {
+            user: user.clone(),
+            online: false,
+            last_seen_ms: Some(*at),
+        })
+    }
+
+    /// Tells `user`'s watchers their state.
+    fn announce(&self, user: &UserId) {
+        let Some(watchers) = self.watchers.get(user) else {
+            return;
+        };
+        let Some(state) = self.presence_of(user) else {
+            return;
+        };
+        let Ok(payload) = codec::encode(&Datagram::Presence(state)) else {
+            return;
+        };
+        let payload = Bytes::from(payload);
+        for outbox in watchers.values() {
+            // Lossy by design: a full queue loses one change; the client can ask again.
+            let _ = outbox.datagrams.try_send(payload.clone());
+        }
+    }
+
+    fn set_visible(&mut self, session: SessionId, user: &UserId, visible: bool) {
+        let was_online = self.visible.contains_key(user);
+        if visible {
+            self.visible
+                .entry(user.clone())
+                .or_default()
+                .insert(session);
+        } else if let Some(sessions) = self.visible.get_mut(user) {
+            sessions.remove(&session);
+            if sessions.is_empty() {
+                self.visible.remove(user);
+            }
+        }
+        let online = self.visible.contains_key(user);
+        if was_online && !online {
+            if self.last_seen.len() >= LAST_SEEN_MAX {
+                self.last_seen.clear();
+            }
+            self.last_seen.insert(user.clone(), crate::node::now_ms());
+        }
+        if was_online != online {
+            metrics::gauge!("piazza_presence_online").increment(if online { 1.0 } else { -1.0 });
+            self.announce(user);
+        }
+    }
+
+    fn unwatch_all(&mut self, session: SessionId) {
+        for user in self.watching.remove(&session).into_iter().flatten() {
+            if let Some(watchers) = self.watchers.get_mut(&user) {
+                watchers.remove(&session);
+                if watchers.is_empty() {
+                    self.watchers.remove(&user);
                 }
             }
         }
@@ -116,6 +227,8 @@ impl Actor for Relay {
                     .push((session, outbox));
             }
             RelayMsg::Unregister { session, user } => {
+                state.set_visible(session, &user, false);
+                state.unwatch_all(session);
                 if let Some(list) = state.sessions.get_mut(&user) {
                     list.retain(|(id, _)| *id != session);
                     if list.is_empty() {
@@ -140,6 +253,41 @@ impl Actor for Relay {
                 if dropped > 0 {
                     metrics::counter!("piazza_deliveries_dropped_total").increment(dropped);
                 }
+            }
+            RelayMsg::SetPresence {
+                session,
+                user,
+                visible,
+            } => state.set_visible(session, &user, visible),
+            RelayMsg::Watch {
+                session,
+                user,
+                users,
+                reply,
+            } => {
+                let Some(outbox) = state.outbox(&user, session).cloned() else {
+                    let _ = reply.send(Vec::new());
+                    return Ok(());
+                };
+                let watching = state.watching.entry(session).or_default();
+                let mut current = Vec::new();
+                for watched in users {
+                    if watching.len() >= PRESENCE_WATCHES_MAX && !watching.contains(&watched) {
+                        break;
+                    }
+                    watching.insert(watched.clone());
+                    state
+                        .watchers
+                        .entry(watched.clone())
+                        .or_default()
+                        .insert(session, outbox.clone());
+                    current.push(watched);
+                }
+                let states = current
+                    .iter()
+                    .filter_map(|user| state.presence_of(user))
+                    .collect();
+                let _ = reply.send(states);
             }
             RelayMsg::Datagram {
                 recipients,

@@ -134,10 +134,17 @@ impl TokenAuthority {
     pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
-        data.claims
+        let user = data
+            .claims
             .sub
             .parse::<UserId>()
-            .map_err(|e| AuthError::InvalidToken(format!("subject: {e}")))
+            .map_err(|e| AuthError::InvalidToken(format!("subject: {e}")))?;
+        if user.is_reserved() {
+            return Err(AuthError::InvalidToken(format!(
+                "subject {user} is reserved for the node"
+            )));
+        }
+        Ok(user)
     }
 }
 

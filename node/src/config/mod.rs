@@ -116,8 +116,12 @@ pub struct LimitsSection {
     pub actor_call_timeout_ms: u64,
     /// Most members of one group.
     pub group_members_max: usize,
-    /// Above this many members a group is "large": typing indicators and receipts are suppressed.
+    /// Above this many members a group is "large": typing indicators, receipts and presence are
+    /// suppressed.
     pub group_large_members: usize,
+    /// Most subscribers of one channel (each costs ~100 bytes of memory while the channel is
+    /// active).
+    pub channel_subscribers_max: usize,
     /// How long after sending a message its sender may edit or delete it (owners of a group may
     /// delete any message at any time).
     pub edit_window_ms: u64,
@@ -178,6 +182,8 @@ pub const ACTOR_CALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const GROUP_MEMBERS_MAX_DEFAULT: usize = 200_000;
 /// Typing and receipts to more than a thousand members cost more than they tell anyone.
 pub const GROUP_LARGE_MEMBERS_DEFAULT: usize = 1000;
+/// Default of [`Limits::channel_subscribers_max`].
+pub const CHANNEL_SUBSCRIBERS_MAX_DEFAULT: usize = 10_000_000;
 /// Two days, like Telegram's edit window in groups.
 pub const EDIT_WINDOW_MS_DEFAULT: u64 = 48 * 3600 * 1000;
 /// Four MiB, see `ServerSection::udp_buffer_bytes`.
@@ -241,6 +247,7 @@ impl Default for LimitsSection {
             edit_window_ms: EDIT_WINDOW_MS_DEFAULT,
             group_members_max: GROUP_MEMBERS_MAX_DEFAULT,
             group_large_members: GROUP_LARGE_MEMBERS_DEFAULT,
+            channel_subscribers_max: CHANNEL_SUBSCRIBERS_MAX_DEFAULT,
         }
     }
 }

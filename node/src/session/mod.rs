@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use self::rate::RateLimiter;
 use crate::actors::conversation::core::Draft;
-use crate::actors::conversation::{ConversationMsg, GroupOp, UpdateRequest};
+use crate::actors::conversation::{ChannelOp, ConversationMsg, GroupOp, UpdateRequest};
 use crate::actors::relay::{Outbox, RelayMsg, SessionId};
 use crate::node::NodeContext;
 
@@ -214,6 +214,8 @@ impl Actor for SessionActor {
                     .send_to_conversation(&conversation, ConversationMsg::Typing { user, active })
                     .await;
             }
+            // Presence goes from the node to clients only.
+            SessionMsg::Datagram(Datagram::Presence(_)) => {}
         }
         Ok(())
     }
@@ -234,7 +236,8 @@ impl SessionState {
                 | Request::React { .. }
                 | Request::Pin { .. }
                 | Request::Forward { .. }
-                | Request::SendMedia { .. } => self.limiter.try_acquire(now),
+                | Request::SendMedia { .. }
+                | Request::SchedulePost { .. } => self.limiter.try_acquire(now),
                 _ => Ok(()),
             });
         if let Err(wait) = admitted {
@@ -560,6 +563,111 @@ impl SessionState {
                 caption,
                 reply,
             ),
+            Request::CreateChannel {
+                title,
+                description,
+                signed,
+            } => {
+                let channel = match free_channel_id(&ctx) {
+                    Ok(channel) => channel,
+                    Err(code) => {
+                        let _ = reply.send(Response::Error(code));
+                        return;
+                    }
+                };
+                let op = ChannelOp::Create {
+                    title,
+                    description,
+                    signed,
+                };
+                self.channel(channel, op, reply).await;
+            }
+            Request::Subscribe { channel } => {
+                self.channel(channel, ChannelOp::Subscribe, reply).await
+            }
+            Request::Unsubscribe { channel } => {
+                self.channel(channel, ChannelOp::Unsubscribe, reply).await
+            }
+            Request::UpdateChannel {
+                channel,
+                title,
+                description,
+                signed,
+            } => {
+                let op = ChannelOp::Update {
+                    title,
+                    description,
+                    signed,
+                };
+                self.channel(channel, op, reply).await;
+            }
+            Request::SetChannelAdmin {
+                channel,
+                user: target,
+                admin,
+            } => {
+                let op = ChannelOp::SetAdmin {
+                    user: target,
+                    admin,
+                };
+                self.channel(channel, op, reply).await;
+            }
+            Request::ChannelInfo { channel } => self.channel(channel, ChannelOp::Info, reply).await,
+            Request::SchedulePost {
+                channel,
+                client_msg_id,
+                text,
+                at_ms,
+            } => {
+                let op = ChannelOp::Schedule {
+                    client_msg_id,
+                    text,
+                    at_ms,
+                };
+                self.channel(channel, op, reply).await;
+            }
+            Request::ScheduledPosts { channel } => {
+                self.channel(channel, ChannelOp::Scheduled, reply).await
+            }
+            Request::CancelScheduled {
+                channel,
+                client_msg_id,
+            } => {
+                self.channel(channel, ChannelOp::Cancel { client_msg_id }, reply)
+                    .await
+            }
+            Request::ViewPosts { channel, posts } => {
+                let op = ChannelOp::Stats { posts, view: true };
+                self.channel(channel, op, reply).await;
+            }
+            Request::PostStats { channel, posts } => {
+                let op = ChannelOp::Stats { posts, view: false };
+                self.channel(channel, op, reply).await;
+            }
+            Request::SetPresence { visible } => {
+                let sent = ctx.relay.send_message(RelayMsg::SetPresence {
+                    session: self.id,
+                    user: user.clone(),
+                    visible,
+                });
+                let _ = reply.send(match sent {
+                    Ok(()) => Response::Done,
+                    Err(_) => Response::Error(ErrorCode::unavailable("node is shutting down")),
+                });
+            }
+            Request::WatchPresence { conversation } => match resolve(&conversation) {
+                Err(code) => {
+                    let _ = reply.send(Response::Error(code));
+                }
+                Ok(id) => {
+                    let session = self.id;
+                    // The conversation's actor decides whom the user may watch; beside the session.
+                    tokio::spawn(async move {
+                        let response = watch_presence(&ctx, session, user, id).await;
+                        let _ = reply.send(response);
+                    });
+                }
+            },
             Request::Heads { after } => {
                 // Index reads of committed data, bounded by HEADS_MAX: cheap enough inline.
                 let _ = reply.send(sync::heads(&ctx, &user, after.as_ref()));
@@ -577,6 +685,22 @@ impl SessionState {
 }
 
 impl SessionState {
+    async fn channel(
+        &self,
+        channel: piazza_protocol::ChannelId,
+        op: ChannelOp,
+        reply: RpcReplyPort<Response>,
+    ) {
+        let message = ConversationMsg::Channel {
+            user: self.user.clone(),
+            op,
+            reply,
+        };
+        self.ctx
+            .send_to_conversation(&ConversationId::Channel(channel), message)
+            .await;
+    }
+
     async fn group(&self, group: GroupId, op: GroupOp, reply: RpcReplyPort<Response>) {
         let message = ConversationMsg::Group {
             user: self.user.clone(),
@@ -674,6 +798,51 @@ async fn forward(
         })
         .await;
     sent.unwrap_or_else(Response::Error)
+}
+
+/// An unused random channel id.
+fn free_channel_id(ctx: &NodeContext) -> Result<piazza_protocol::ChannelId, ErrorCode> {
+    for _ in 0..GROUP_ID_ATTEMPTS_MAX {
+        let Ok(candidate) = piazza_protocol::ChannelId::new(crate::node::random_u64()) else {
+            continue;
+        };
+        match ctx.storage.channel(candidate) {
+            Ok(None) => return Ok(candidate),
+            Ok(Some(_)) => continue,
+            Err(e) => return Err(e.to_error_code()),
+        }
+    }
+    Err(ErrorCode::unavailable("no free channel id"))
+}
+
+/// Asks the conversation's actor whom `user` may watch there, then registers the watches with the
+/// relay and answers with their current presence.
+async fn watch_presence(
+    ctx: &Arc<NodeContext>,
+    session: SessionId,
+    user: UserId,
+    conversation: ConversationId,
+) -> Response {
+    let targets = ctx
+        .ask_conversation(&conversation, |reply| ConversationMsg::PresenceTargets {
+            user: user.clone(),
+            reply,
+        })
+        .await;
+    let users = match targets.and_then(|answer| answer) {
+        Ok(users) => users,
+        Err(code) => return Response::Error(code),
+    };
+    let answer = ractor::call!(ctx.relay, |reply| RelayMsg::Watch {
+        session,
+        user,
+        users,
+        reply,
+    });
+    match answer {
+        Ok(states) => Response::Presence(states),
+        Err(_) => Response::Error(ErrorCode::unavailable("node is shutting down")),
+    }
 }
 
 /// Marks whether a connection's events were dropped (for the transport's event writer).

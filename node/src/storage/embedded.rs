@@ -59,12 +59,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
-use piazza_protocol::{ConversationId, GroupId, MediaId, Message, ReceiptState, Seq, UserId};
+use piazza_protocol::{
+    ChannelId, ClientMsgId, ConversationId, GroupId, MediaId, Message, ReceiptState, ScheduledPost,
+    Seq, UserId,
+};
 use tokio::sync::mpsc;
 
 use super::{
-    CommitCallback, GroupRecord, Role, Storage, StorageError, Write, decode_group_row,
-    decode_message_row, encode_group_row, encode_message_row,
+    ChannelRecord, CommitCallback, CounterKind, DuePost, GroupRecord, Role, Storage, StorageError,
+    Write, decode_channel_row, decode_group_row, decode_message_row, decode_scheduled_row,
+    encode_channel_row, encode_group_row, encode_message_row, encode_scheduled_row,
 };
 
 /// Directory of the fjall database inside the data directory.
@@ -93,10 +97,20 @@ enum Table {
     Pins,
     /// media, conversation → empty: blobs referenced by a message of a conversation.
     MediaRefs,
+    /// channel id → channel row.
+    Channels,
+    /// channel conversation, client msg id → scheduled-post row.
+    Scheduled,
+    /// due time (8 bytes), channel id (8 bytes), client msg id → empty: the scheduler's index.
+    Due,
+    /// conversation, post seq, user → empty: who viewed a channel post.
+    Viewers,
+    /// conversation, post seq, counter kind byte → u64.
+    Counters,
 }
 
 impl Table {
-    const ALL: [Table; 8] = [
+    const ALL: [Table; 13] = [
         Table::Messages,
         Table::Groups,
         Table::Members,
@@ -105,6 +119,11 @@ impl Table {
         Table::Reactions,
         Table::Pins,
         Table::MediaRefs,
+        Table::Channels,
+        Table::Scheduled,
+        Table::Due,
+        Table::Viewers,
+        Table::Counters,
     ];
 
     fn name(self) -> &'static str {
@@ -117,6 +136,11 @@ impl Table {
             Table::Reactions => "reactions",
             Table::Pins => "pins",
             Table::MediaRefs => "media_refs",
+            Table::Channels => "channels",
+            Table::Scheduled => "scheduled",
+            Table::Due => "due",
+            Table::Viewers => "viewers",
+            Table::Counters => "counters",
         }
     }
 }
@@ -350,6 +374,41 @@ fn reaction_key(
     key.extend_from_slice(emoji.as_bytes());
     push_id(&mut key, user);
     Ok(key)
+}
+
+/// The scheduler's index key: due time, channel, post id.
+fn due_key(at_ms: u64, channel: ChannelId, client_msg_id: &ClientMsgId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + client_msg_id.as_str().len() + 1);
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key.extend_from_slice(&channel.get().to_be_bytes());
+    push_id(&mut key, client_msg_id.as_str());
+    key
+}
+
+fn decode_due_key(key: &[u8]) -> Result<DuePost, StorageError> {
+    let bad = || corrupt(Table::Due, "malformed key");
+    let (at, rest) = key.split_at_checked(8).ok_or_else(bad)?;
+    let (channel, id) = rest.split_at_checked(8).ok_or_else(bad)?;
+    let at_ms = u64::from_be_bytes(<[u8; 8]>::try_from(at).map_err(|_| bad())?);
+    let channel = u64::from_be_bytes(<[u8; 8]>::try_from(channel).map_err(|_| bad())?);
+    let id = key_id(Table::Due, &[], id)?;
+    Ok(DuePost {
+        at_ms,
+        channel: ChannelId::new(channel).map_err(|e| corrupt(Table::Due, e.to_string()))?,
+        client_msg_id: id
+            .parse()
+            .map_err(|e: piazza_protocol::IdError| corrupt(Table::Due, e.to_string()))?,
+    })
+}
+
+/// A scheduled post's key: the channel's conversation, then the post id.
+fn scheduled_prefix(channel: ChannelId) -> Vec<u8> {
+    id_prefix(&ConversationId::Channel(channel).to_string())
+}
+
+/// A per-post key: conversation, seq, then `tail`.
+fn post_key(conversation: &ConversationId, post: Seq) -> Vec<u8> {
+    seq_key(&id_prefix(&conversation.to_string()), post.get())
 }
 
 /// The seq that ends a key under `prefix`.
@@ -632,6 +691,95 @@ impl Storage for EmbeddedStorage {
             .map_err(engine_error)
     }
 
+    fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, StorageError> {
+        let (engine, snapshot) = self.read()?;
+        let row = snapshot
+            .get(engine.keyspace(Table::Channels), id.get().to_be_bytes())
+            .map_err(engine_error)?;
+        row.map(|row| decode_channel_row(&row)).transpose()
+    }
+
+    fn member_role(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Option<Role>, StorageError> {
+        let key = id_pair_key(&id_prefix(&conversation.to_string()), user.as_str());
+        let (engine, snapshot) = self.read()?;
+        let row = snapshot
+            .get(engine.keyspace(Table::Members), key)
+            .map_err(engine_error)?;
+        match row.as_deref() {
+            None => Ok(None),
+            Some([byte]) => Role::from_byte(*byte).map(Some),
+            Some(_) => Err(corrupt(Table::Members, "malformed role")),
+        }
+    }
+
+    fn scheduled(
+        &self,
+        channel: ChannelId,
+        max: usize,
+    ) -> Result<Vec<ScheduledPost>, StorageError> {
+        let prefix = scheduled_prefix(channel);
+        let (engine, snapshot) = self.read()?;
+        let mut posts = Vec::new();
+        for item in snapshot
+            .prefix(engine.keyspace(Table::Scheduled), &prefix)
+            .take(max)
+        {
+            let (key, value) = kv(item)?;
+            let id = key_id(Table::Scheduled, &prefix, &key)?
+                .parse::<ClientMsgId>()
+                .map_err(|e| corrupt(Table::Scheduled, e.to_string()))?;
+            posts.push(decode_scheduled_row(id, &value)?);
+        }
+        Ok(posts)
+    }
+
+    fn due(&self, until_ms: u64, max: usize) -> Result<(Vec<DuePost>, Option<u64>), StorageError> {
+        let (engine, snapshot) = self.read()?;
+        let mut due = Vec::new();
+        for item in snapshot.iter(engine.keyspace(Table::Due)) {
+            let (key, _) = kv(item)?;
+            let post = decode_due_key(&key)?;
+            if post.at_ms > until_ms || due.len() == max {
+                return Ok((due, Some(post.at_ms)));
+            }
+            due.push(post);
+        }
+        Ok((due, None))
+    }
+
+    fn has_viewed(
+        &self,
+        conversation: &ConversationId,
+        post: Seq,
+        user: &UserId,
+    ) -> Result<bool, StorageError> {
+        let mut key = post_key(conversation, post);
+        push_id(&mut key, user.as_str());
+        let (engine, snapshot) = self.read()?;
+        snapshot
+            .contains_key(engine.keyspace(Table::Viewers), key)
+            .map_err(engine_error)
+    }
+
+    fn counter(
+        &self,
+        conversation: &ConversationId,
+        post: Seq,
+        kind: CounterKind,
+    ) -> Result<u64, StorageError> {
+        let mut key = post_key(conversation, post);
+        key.push(kind.to_byte());
+        let (engine, snapshot) = self.read()?;
+        let row = snapshot
+            .get(engine.keyspace(Table::Counters), key)
+            .map_err(engine_error)?;
+        row.map_or(Ok(0), |value| u64_value(Table::Counters, &value))
+    }
+
     fn close(&self) -> Result<(), StorageError> {
         let handle = match self.writer.lock() {
             Ok(mut guard) => guard.take(),
@@ -760,7 +908,8 @@ impl Writer {
                     role,
                 } => {
                     let conv = conversation.to_string();
-                    if matches!(conversation, ConversationId::Group(_)) {
+                    // Direct conversations have no member rows: their id names both sides.
+                    if !matches!(conversation, ConversationId::Direct { .. }) {
                         rows.insert(
                             (
                                 Table::Members,
@@ -852,6 +1001,51 @@ impl Writer {
                 } => {
                     let key = media_ref_key(media, conversation);
                     rows.insert((Table::MediaRefs, key), Some(Vec::new()));
+                }
+                Write::Channel { id, record } => {
+                    rows.insert(
+                        (Table::Channels, id.get().to_be_bytes().to_vec()),
+                        Some(encode_channel_row(record)),
+                    );
+                }
+                Write::Schedule { channel, post } => {
+                    let key = id_pair_key(&scheduled_prefix(*channel), post.client_msg_id.as_str());
+                    rows.insert((Table::Scheduled, key), Some(encode_scheduled_row(post)));
+                    rows.insert(
+                        (
+                            Table::Due,
+                            due_key(post.at_ms, *channel, &post.client_msg_id),
+                        ),
+                        Some(Vec::new()),
+                    );
+                }
+                Write::Unschedule {
+                    channel,
+                    client_msg_id,
+                    at_ms,
+                } => {
+                    let key = id_pair_key(&scheduled_prefix(*channel), client_msg_id.as_str());
+                    rows.insert((Table::Scheduled, key), None);
+                    rows.insert((Table::Due, due_key(*at_ms, *channel, client_msg_id)), None);
+                }
+                Write::View {
+                    conversation,
+                    post,
+                    user,
+                } => {
+                    let mut key = post_key(conversation, *post);
+                    push_id(&mut key, user.as_str());
+                    rows.insert((Table::Viewers, key), Some(Vec::new()));
+                }
+                Write::Counter {
+                    conversation,
+                    post,
+                    kind,
+                    value,
+                } => {
+                    let mut key = post_key(conversation, *post);
+                    key.push(kind.to_byte());
+                    rows.insert((Table::Counters, key), Some(value.to_be_bytes().to_vec()));
                 }
             }
         }

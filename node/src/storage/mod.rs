@@ -15,7 +15,10 @@ mod embedded;
 
 use std::fmt;
 
-use piazza_protocol::{ConversationId, GroupId, MediaId, Message, ReceiptState, Seq, UserId};
+use piazza_protocol::{
+    ChannelId, ClientMsgId, ConversationId, GroupId, MediaId, Message, ReceiptState, ScheduledPost,
+    Seq, UserId,
+};
 
 pub use embedded::EmbeddedStorage;
 
@@ -130,6 +133,50 @@ pub struct GroupRecord {
     pub banned: Vec<UserId>,
 }
 
+/// What is stored about a channel besides its subscribers (member rows) and posts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// Title.
+    pub title: String,
+    /// Description, possibly empty.
+    pub description: String,
+    /// The current owner.
+    pub owner: UserId,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Whether new posts show their author.
+    pub signed: bool,
+}
+
+/// A per-post counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterKind {
+    /// Distinct viewers of a channel post (written by the channel's actor).
+    Views,
+    /// Comments in a post's thread (written by the thread's actor).
+    Comments,
+}
+
+impl CounterKind {
+    fn to_byte(self) -> u8 {
+        match self {
+            CounterKind::Views => 1,
+            CounterKind::Comments => 2,
+        }
+    }
+}
+
+/// A scheduled post that is due, as the scheduler finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuePost {
+    /// When it was due.
+    pub at_ms: u64,
+    /// The channel.
+    pub channel: ChannelId,
+    /// The post's id.
+    pub client_msg_id: ClientMsgId,
+}
+
 /// Most banned users remembered per group (they live in the group row).
 pub const BANNED_MAX: usize = 1000;
 
@@ -209,6 +256,49 @@ pub enum Write {
         media: MediaId,
         /// The conversation.
         conversation: ConversationId,
+    },
+    /// Create or update a channel.
+    Channel {
+        /// The channel.
+        id: ChannelId,
+        /// Its record.
+        record: ChannelRecord,
+    },
+    /// Schedule a post (and index it by due time).
+    Schedule {
+        /// The channel.
+        channel: ChannelId,
+        /// The post.
+        post: ScheduledPost,
+    },
+    /// Remove a scheduled post (published or cancelled).
+    Unschedule {
+        /// The channel.
+        channel: ChannelId,
+        /// The post's id.
+        client_msg_id: ClientMsgId,
+        /// Its due time (the index key).
+        at_ms: u64,
+    },
+    /// Record that `user` viewed post `post`.
+    View {
+        /// The channel's conversation.
+        conversation: ConversationId,
+        /// The post.
+        post: Seq,
+        /// Who.
+        user: UserId,
+    },
+    /// Set a per-post counter.
+    Counter {
+        /// The channel's conversation.
+        conversation: ConversationId,
+        /// The post.
+        post: Seq,
+        /// Which counter.
+        kind: CounterKind,
+        /// Its new value.
+        value: u64,
     },
 }
 
@@ -291,6 +381,40 @@ pub trait Storage: Send + Sync + fmt::Debug {
         conversation: &ConversationId,
     ) -> Result<bool, StorageError>;
 
+    /// A channel's record, if the channel exists.
+    fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, StorageError>;
+
+    /// `user`'s role in a group or channel, if a member.
+    fn member_role(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Option<Role>, StorageError>;
+
+    /// Up to `max` scheduled posts of a channel, in id order.
+    fn scheduled(&self, channel: ChannelId, max: usize)
+    -> Result<Vec<ScheduledPost>, StorageError>;
+
+    /// Up to `max` scheduled posts of every channel due at or before `until_ms`, earliest
+    /// first, and the due time of the next one after them, if any.
+    fn due(&self, until_ms: u64, max: usize) -> Result<(Vec<DuePost>, Option<u64>), StorageError>;
+
+    /// Whether `user` viewed post `post` of `conversation`.
+    fn has_viewed(
+        &self,
+        conversation: &ConversationId,
+        post: Seq,
+        user: &UserId,
+    ) -> Result<bool, StorageError>;
+
+    /// A per-post counter (zero if never set).
+    fn counter(
+        &self,
+        conversation: &ConversationId,
+        post: Seq,
+        kind: CounterKind,
+    ) -> Result<u64, StorageError>;
+
     /// Commits everything queued, stops the writer and waits for it. Blocking: call from a
     /// blocking context. Later submissions fail with [`StorageError::Closed`].
     fn close(&self) -> Result<(), StorageError>;
@@ -330,11 +454,6 @@ fn decode_message_row(row: &[u8]) -> Result<Message, StorageError> {
 }
 
 fn encode_group_row(record: &GroupRecord) -> Vec<u8> {
-    fn put_str(row: &mut Vec<u8>, text: &str) {
-        // Every string in a group row is bounded far below 64 KiB by protocol limits.
-        row.extend_from_slice(&(text.len() as u16).to_be_bytes());
-        row.extend_from_slice(text.as_bytes());
-    }
     let mut row = Vec::with_capacity(64 + record.name.len() + record.description.len());
     row.push(GROUP_ROW_V2);
     row.extend_from_slice(&record.created_at_ms.to_be_bytes());
@@ -437,6 +556,80 @@ fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
         }
     }
     Ok(record)
+}
+
+/// Format byte of channel rows.
+const CHANNEL_ROW_V1: u8 = 1;
+/// Format byte of scheduled-post rows.
+const SCHEDULED_ROW_V1: u8 = 1;
+
+fn put_str(row: &mut Vec<u8>, text: &str) {
+    // Every string in a hand-encoded row is bounded below 64 KiB by protocol limits
+    // (TEXT_BYTES_MAX is 16 KiB).
+    row.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    row.extend_from_slice(text.as_bytes());
+}
+
+fn encode_channel_row(record: &ChannelRecord) -> Vec<u8> {
+    let mut row = Vec::with_capacity(32 + record.title.len() + record.description.len());
+    row.push(CHANNEL_ROW_V1);
+    row.extend_from_slice(&record.created_at_ms.to_be_bytes());
+    row.push(u8::from(record.signed));
+    put_str(&mut row, record.owner.as_str());
+    put_str(&mut row, &record.title);
+    put_str(&mut row, &record.description);
+    row
+}
+
+fn decode_channel_row(row: &[u8]) -> Result<ChannelRecord, StorageError> {
+    let mut reader = RowReader {
+        rest: row,
+        table: "channels",
+    };
+    if reader.take(1)? != [CHANNEL_ROW_V1] {
+        return Err(reader.corrupt("unknown row format"));
+    }
+    let created_at_ms = reader.u64()?;
+    let signed = match reader.take(1)? {
+        [0] => false,
+        [1] => true,
+        _ => return Err(reader.corrupt("signed flag")),
+    };
+    Ok(ChannelRecord {
+        owner: reader.user()?,
+        title: reader.string()?,
+        description: reader.string()?,
+        created_at_ms,
+        signed,
+    })
+}
+
+fn encode_scheduled_row(post: &ScheduledPost) -> Vec<u8> {
+    let mut row = Vec::with_capacity(16 + post.text.len());
+    row.push(SCHEDULED_ROW_V1);
+    row.extend_from_slice(&post.at_ms.to_be_bytes());
+    put_str(&mut row, post.author.as_str());
+    put_str(&mut row, &post.text);
+    row
+}
+
+fn decode_scheduled_row(
+    client_msg_id: ClientMsgId,
+    row: &[u8],
+) -> Result<ScheduledPost, StorageError> {
+    let mut reader = RowReader {
+        rest: row,
+        table: "scheduled",
+    };
+    if reader.take(1)? != [SCHEDULED_ROW_V1] {
+        return Err(reader.corrupt("unknown row format"));
+    }
+    Ok(ScheduledPost {
+        client_msg_id,
+        at_ms: reader.u64()?,
+        author: reader.user()?,
+        text: reader.string()?,
+    })
 }
 
 #[cfg(test)]

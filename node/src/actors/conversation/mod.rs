@@ -6,10 +6,14 @@
 //! Because callbacks run on the storage writer in commit order, acks and fan-out of one
 //! conversation happen in seq order without the actor waiting for any commit.
 
+mod channel;
 pub(crate) mod core;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use channel::ChannelOp;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -107,6 +111,17 @@ pub(crate) enum ConversationMsg {
         user: UserId,
         reply: RpcReplyPort<Response>,
     },
+    /// Channel administration, scheduled posts and post counters.
+    Channel {
+        user: UserId,
+        op: ChannelOp,
+        reply: RpcReplyPort<Response>,
+    },
+    /// The members whose presence `user` may watch here.
+    PresenceTargets {
+        user: UserId,
+        reply: RpcReplyPort<Result<Vec<UserId>, ErrorCode>>,
+    },
     /// A typing indicator to relay.
     Typing { user: UserId, active: bool },
     /// A commit of this conversation failed: restart from storage.
@@ -123,6 +138,7 @@ impl ConversationMsg {
             | ConversationMsg::Update { reply, .. }
             | ConversationMsg::Pinned { reply, .. }
             | ConversationMsg::Group { reply, .. }
+            | ConversationMsg::Channel { reply, .. }
             | ConversationMsg::History { reply, .. }
             | ConversationMsg::Receipt { reply, .. }
             | ConversationMsg::Receipts { reply, .. }
@@ -139,9 +155,36 @@ impl ConversationMsg {
             ConversationMsg::Authorize { reply, .. } => {
                 let _ = reply.send(Err(code));
             }
+            ConversationMsg::PresenceTargets { reply, .. } => {
+                let _ = reply.send(Err(code));
+            }
             ConversationMsg::Typing { .. }
             | ConversationMsg::CommitFailed
             | ConversationMsg::IdleCheck => {}
+        }
+    }
+}
+
+impl ConversationMsg {
+    /// The user a request comes from, if it carries one.
+    fn user(&self) -> Option<&UserId> {
+        match self {
+            ConversationMsg::Send { sender: user, .. }
+            | ConversationMsg::Update { user, .. }
+            | ConversationMsg::Read { user, .. }
+            | ConversationMsg::Authorize { user, .. }
+            | ConversationMsg::PresenceTargets { user, .. }
+            | ConversationMsg::Pinned { user, .. }
+            | ConversationMsg::Group { user, .. }
+            | ConversationMsg::Channel { user, .. }
+            | ConversationMsg::History { user, .. }
+            | ConversationMsg::ReadAfter { user, .. }
+            | ConversationMsg::Receipt { user, .. }
+            | ConversationMsg::Receipts { user, .. }
+            | ConversationMsg::Leave { user, .. }
+            | ConversationMsg::Typing { user, .. } => Some(user),
+            ConversationMsg::Create { owner, .. } => Some(owner),
+            ConversationMsg::CommitFailed | ConversationMsg::IdleCheck => None,
         }
     }
 }
@@ -203,6 +246,11 @@ pub(crate) struct ConversationState {
     in_flight: Arc<AtomicUsize>,
     last_active: Instant,
     ticker: JoinHandle<()>,
+    /// Views per channel post, ahead of storage while view writes are in flight.
+    views: HashMap<Seq, u64>,
+    /// (post, viewer) pairs counted during this activation, so a viewer counts once even before
+    /// their first view is durable.
+    viewed: HashSet<(Seq, UserId)>,
 }
 
 impl Actor for ConversationActor {
@@ -221,25 +269,40 @@ impl Actor for ConversationActor {
         barrier(&ctx).await?;
         let limits = &ctx.config.limits;
         let storage = &ctx.storage;
-        let (group, members) = match &id {
-            ConversationId::Group(g) => (
-                storage.group(*g)?,
-                storage.members(&id, limits.group_members_max)?,
-            ),
-            ConversationId::Direct { .. } => (None, Vec::new()),
-        };
-        let last_seq = storage.last_seq(&id)?;
-        let (recent, _) = storage.messages_before(&id, None, limits.dedup_window_max)?;
-        let receipts = storage.receipts(&id)?;
-        let pinned = storage.pinned(&id, piazza_protocol::limits::PINNED_MAX)?;
-        let restored = Restored {
-            pinned,
-            group,
-            members,
-            last_seq,
-            recent,
-            receipts,
-        };
+        let mut restored = Restored::default();
+        match &id {
+            ConversationId::Group(g) => {
+                restored.group = storage.group(*g)?;
+                restored.members = storage.members(&id, limits.group_members_max)?;
+            }
+            ConversationId::Channel(c) => {
+                restored.channel = storage.channel(*c)?;
+                restored.members = storage.members(&id, limits.channel_subscribers_max)?;
+                restored.scheduled =
+                    storage.scheduled(*c, piazza_protocol::limits::SCHEDULED_POSTS_MAX)?;
+            }
+            ConversationId::Comments { channel, post } => {
+                let channel_id = ConversationId::Channel(*channel);
+                restored.post_exists = storage.channel(*channel)?.is_some()
+                    && storage.message(&channel_id, *post)?.is_some_and(|m| {
+                        matches!(
+                            m.body,
+                            piazza_protocol::MessageBody::Text(_)
+                                | piazza_protocol::MessageBody::Media { .. }
+                        )
+                    });
+                restored.comments =
+                    storage.counter(&channel_id, *post, crate::storage::CounterKind::Comments)?;
+                restored.members = storage.members(&id, limits.channel_subscribers_max)?;
+            }
+            ConversationId::Direct { .. } => {}
+        }
+        restored.last_seq = storage.last_seq(&id)?;
+        restored.recent = storage
+            .messages_before(&id, None, limits.dedup_window_max)?
+            .0;
+        restored.receipts = storage.receipts(&id)?;
+        restored.pinned = storage.pinned(&id, piazza_protocol::limits::PINNED_MAX)?;
         let core = ConversationCore::restore(id, restored, limits.dedup_window_max);
 
         let period = Duration::from_millis((limits.conversation_idle_ms / 2).max(10));
@@ -263,6 +326,8 @@ impl Actor for ConversationActor {
             in_flight: Arc::new(AtomicUsize::new(0)),
             last_active: Instant::now(),
             ticker,
+            views: HashMap::new(),
+            viewed: HashSet::new(),
         })
     }
 
@@ -288,6 +353,25 @@ impl Actor for ConversationActor {
     ) -> Result<(), ActorProcessingErr> {
         if !matches!(message, ConversationMsg::IdleCheck) {
             state.last_active = Instant::now();
+        }
+        if let (Some(channel), Some(user)) = (state.core.comments_of(), message.user()) {
+            // Who may read and write a comment thread is decided by the channel's member rows
+            // (committed: a subscription is acknowledged only once durable).
+            let role = state
+                .ctx
+                .storage
+                .member_role(&ConversationId::Channel(channel), user)
+                .map_err(|e| e.to_error_code());
+            match role {
+                Ok(role) => {
+                    let user = user.clone();
+                    state.core.note_channel_role(&user, role);
+                }
+                Err(code) => {
+                    message.fail(code);
+                    return Ok(());
+                }
+            }
         }
         match message {
             ConversationMsg::Send {
@@ -323,6 +407,10 @@ impl Actor for ConversationActor {
             ConversationMsg::Authorize { user, reply } => {
                 let _ = reply.send(state.core.authorize(&user));
             }
+            ConversationMsg::PresenceTargets { user, reply } => {
+                let large = state.ctx.config.limits.group_large_members;
+                let _ = reply.send(state.core.presence_targets(&user, large));
+            }
             ConversationMsg::Read { user, seq, reply } => {
                 let result = state.core.authorize(&user).and_then(|()| {
                     state
@@ -336,6 +424,9 @@ impl Actor for ConversationActor {
             }
             ConversationMsg::Group { user, op, reply } => {
                 state.handle_group(&myself, user, op, reply)
+            }
+            ConversationMsg::Channel { user, op, reply } => {
+                state.handle_channel(&myself, user, op, reply)
             }
             ConversationMsg::Pinned { user, reply } => {
                 let result = state.core.authorize(&user).and_then(|()| {
@@ -580,7 +671,7 @@ impl ConversationState {
                 );
                 let link = match &conversation {
                     ConversationId::Group(group) => format!("{group}.{secret}"),
-                    ConversationId::Direct { .. } => String::new(),
+                    _ => String::new(),
                 };
                 self.core
                     .handle_create_link(&user, secret)
@@ -781,6 +872,11 @@ impl ConversationState {
             Err(e) => done(Err(e.to_error_code())),
         })
         .is_ok()
+    }
+
+    /// Whether every batch this actor submitted is durable.
+    fn idle_storage(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Submits a batch, tracking it as in flight. `done` is called exactly once, also when the

@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use piazza_protocol::limits::{PINNED_MAX, REACTIONS_DISTINCT_MAX};
 use piazza_protocol::{
-    ClientMsgId, ConversationId, ErrorCode, ForwardedFrom, GroupId, GroupInfo, GroupRole, Member,
-    Message, MessageBody, MessageUpdate, ReactionCount, ReceiptKind, ReceiptState, SendAck, Seq,
-    SystemEvent, UserId,
+    ChannelId, ClientMsgId, ConversationId, ErrorCode, ForwardedFrom, GroupId, GroupInfo,
+    GroupRole, Member, Message, MessageBody, MessageUpdate, ReactionCount, ReceiptKind,
+    ReceiptState, ScheduledPost, SendAck, Seq, SystemEvent, UserId,
 };
 
-use crate::storage::{BANNED_MAX, GroupRecord, Role, Write};
+use crate::storage::{BANNED_MAX, ChannelRecord, CounterKind, GroupRecord, Role, Write};
+
+mod channel;
+pub(crate) use channel::Publish;
 
 /// The members a message is delivered to; shared by every fan-out of the conversation until
 /// membership changes.
@@ -30,7 +33,32 @@ enum Kind {
         record: Option<GroupRecord>,
         roles: BTreeMap<UserId, Role>,
     },
+    /// A channel; `None` until created. Subscribers are `members`; only the owner and admins
+    /// are in `staff`, so a million subscribers are one set, not two.
+    Channel {
+        id: ChannelId,
+        record: Option<ChannelRecord>,
+        staff: BTreeMap<UserId, Role>,
+        scheduled: BTreeMap<ClientMsgId, ScheduledPost>,
+    },
+    /// The comment thread of a channel post. Its `members` are the users who commented (they get
+    /// new comments pushed and synced); any subscriber of the channel may read and comment.
+    Comments {
+        channel: ChannelId,
+        post: Seq,
+        /// Whether the post exists (and the channel with it).
+        exists: bool,
+        /// Channel roles of recent callers, refreshed from the channel's member rows by the
+        /// actor before every request ([`ConversationCore::note_channel_role`]).
+        roles: HashMap<UserId, Role>,
+        /// Comments in the thread (text and media, not deleted).
+        comments: u64,
+    },
 }
+
+/// Most callers whose channel role a comment thread remembers; the map is cleared when full
+/// (the actor refreshes the caller's role before each request anyway).
+const COMMENT_ROLES_MAX: usize = 4096;
 
 /// The state of one conversation.
 #[derive(Debug)]
@@ -69,6 +97,14 @@ pub(crate) struct Restored {
     pub(crate) receipts: Vec<ReceiptState>,
     /// Pinned seqs, oldest pin first.
     pub(crate) pinned: Vec<Seq>,
+    /// A channel's record.
+    pub(crate) channel: Option<ChannelRecord>,
+    /// A channel's scheduled posts.
+    pub(crate) scheduled: Vec<ScheduledPost>,
+    /// For a comment thread: whether its post exists.
+    pub(crate) post_exists: bool,
+    /// For a comment thread: its comment counter.
+    pub(crate) comments: u64,
 }
 
 /// The content of a new message.
@@ -132,6 +168,39 @@ impl ConversationCore {
                     members,
                 )
             }
+            ConversationId::Channel(channel) => {
+                let staff = restored
+                    .members
+                    .iter()
+                    .filter(|(_, role)| *role != Role::Member)
+                    .cloned()
+                    .collect();
+                let members = restored.members.into_iter().map(|(user, _)| user).collect();
+                let scheduled = restored
+                    .scheduled
+                    .into_iter()
+                    .map(|post| (post.client_msg_id.clone(), post))
+                    .collect();
+                (
+                    Kind::Channel {
+                        id: *channel,
+                        record: restored.channel,
+                        staff,
+                        scheduled,
+                    },
+                    members,
+                )
+            }
+            ConversationId::Comments { channel, post } => (
+                Kind::Comments {
+                    channel: *channel,
+                    post: *post,
+                    exists: restored.post_exists,
+                    roles: HashMap::new(),
+                    comments: restored.comments,
+                },
+                restored.members.into_iter().map(|(user, _)| user).collect(),
+            ),
         };
         let mut dedup = DedupWindow::new(dedup_max);
         for message in &restored.recent {
@@ -162,7 +231,6 @@ impl ConversationCore {
     }
 
     /// The highest assigned seq.
-    #[cfg(test)]
     pub(crate) fn last_seq(&self) -> Seq {
         self.last_seq
     }
@@ -188,9 +256,33 @@ impl ConversationCore {
                     Err(ErrorCode::Forbidden)
                 }
             }
-            Kind::Group { record: None, .. } => Err(ErrorCode::NotFound),
-            Kind::Group { .. } if self.members.contains(user) => Ok(()),
-            Kind::Group { .. } => Err(ErrorCode::Forbidden),
+            Kind::Group { record: None, .. } | Kind::Channel { record: None, .. } => {
+                Err(ErrorCode::NotFound)
+            }
+            Kind::Group { .. } | Kind::Channel { .. } if self.members.contains(user) => Ok(()),
+            Kind::Group { .. } | Kind::Channel { .. } => Err(ErrorCode::Forbidden),
+            Kind::Comments { exists: false, .. } => Err(ErrorCode::NotFound),
+            Kind::Comments { roles, .. } if roles.contains_key(user) => Ok(()),
+            Kind::Comments { .. } => Err(ErrorCode::Forbidden),
+        }
+    }
+
+    /// Who a new entry by `user` is sent as: the user, or [`UserId::channel`] for posts of a
+    /// channel that does not sign them. Checks that the user may send here at all (only the
+    /// owner and admins post in a channel).
+    fn author(&self, user: &UserId) -> Result<UserId, ErrorCode> {
+        self.authorize(user)?;
+        match &self.kind {
+            Kind::Channel { record, .. } => {
+                if !self.is_moderator(user) {
+                    return Err(ErrorCode::Forbidden);
+                }
+                match record {
+                    Some(record) if !record.signed => Ok(UserId::channel()),
+                    _ => Ok(user.clone()),
+                }
+            }
+            _ => Ok(user.clone()),
         }
     }
 
@@ -202,7 +294,8 @@ impl ConversationCore {
         draft: Draft,
         now_ms: u64,
     ) -> Result<SendOutcome, ErrorCode> {
-        self.authorize(sender)?;
+        let author = self.author(sender)?;
+        let sender = &author;
         if let Some(ack) = self.duplicate(sender, &client_msg_id) {
             return Ok(SendOutcome::Duplicate { ack });
         }
@@ -235,6 +328,30 @@ impl ConversationCore {
                 });
             }
         }
+        if let Kind::Comments {
+            channel,
+            post,
+            comments,
+            ..
+        } = &mut self.kind
+        {
+            *comments += 1;
+            writes.push(Write::Counter {
+                conversation: ConversationId::Channel(*channel),
+                post: *post,
+                kind: CounterKind::Comments,
+                value: *comments,
+            });
+            if !self.members.contains(sender) {
+                // A commenter follows the thread from now on: pushes and Sync.
+                Arc::make_mut(&mut self.members).insert(sender.clone());
+                writes.push(Write::AddMember {
+                    conversation: self.id.clone(),
+                    user: sender.clone(),
+                    role: Role::Member,
+                });
+            }
+        }
         Ok(self.outcome(message, writes))
     }
 
@@ -252,7 +369,14 @@ impl ConversationCore {
         edit_window_ms: u64,
     ) -> Result<Option<SendOutcome>, ErrorCode> {
         self.authorize(user)?;
-        if let Some(ack) = self.duplicate(user, &client_msg_id) {
+        // In a channel that does not sign posts, admins' changes are the channel's too.
+        let is_channel = matches!(self.kind, Kind::Channel { .. });
+        let actor = if is_channel && !matches!(change, Change::React { .. }) {
+            self.author(user)?
+        } else {
+            user.clone()
+        };
+        if let Some(ack) = self.duplicate(&actor, &client_msg_id) {
             return Ok(Some(SendOutcome::Duplicate { ack }));
         }
         let mut target = target.ok_or(ErrorCode::NotFound)?;
@@ -276,7 +400,8 @@ impl ConversationCore {
                         "only text messages can be edited",
                     ));
                 }
-                if &target.sender != user {
+                // Channel admins edit every post (unsigned posts have no author to match).
+                if &target.sender != user && !(is_channel && is_moderator) {
                     return Err(ErrorCode::Forbidden);
                 }
                 if !within_window {
@@ -298,6 +423,9 @@ impl ConversationCore {
                 let own = &target.sender == user && within_window;
                 if !own && !is_moderator {
                     return Err(ErrorCode::Forbidden);
+                }
+                if let Kind::Comments { comments, .. } = &mut self.kind {
+                    *comments = comments.saturating_sub(1);
                 }
                 target.body = MessageBody::Deleted;
                 target.reactions.clear();
@@ -356,7 +484,7 @@ impl ConversationCore {
                 )
             }
             Change::Pin { pinned } => {
-                if matches!(self.kind, Kind::Group { .. }) && !is_moderator {
+                if !matches!(self.kind, Kind::Direct) && !is_moderator {
                     return Err(ErrorCode::Forbidden);
                 }
                 let is_pinned = self.pinned.contains(&target.seq);
@@ -388,14 +516,28 @@ impl ConversationCore {
                 )
             }
         };
-        let (message, mut writes) = self.append(
-            user.clone(),
-            client_msg_id,
-            MessageBody::Update(update),
-            now_ms,
-        )?;
+        let deleted = matches!(update, MessageUpdate::Deleted { .. });
+        let (message, mut writes) =
+            self.append(actor, client_msg_id, MessageBody::Update(update), now_ms)?;
         writes.push(Write::Message(target));
         writes.extend(extra);
+        if let (
+            true,
+            Kind::Comments {
+                channel,
+                post,
+                comments,
+                ..
+            },
+        ) = (deleted, &self.kind)
+        {
+            writes.push(Write::Counter {
+                conversation: ConversationId::Channel(*channel),
+                post: *post,
+                kind: CounterKind::Comments,
+                value: *comments,
+            });
+        }
         Ok(Some(self.outcome(message, writes)))
     }
 
@@ -412,6 +554,11 @@ impl ConversationCore {
     fn role(&self, user: &UserId) -> Option<Role> {
         match &self.kind {
             Kind::Group { roles, .. } => roles.get(user).copied(),
+            Kind::Channel { staff, .. } => staff
+                .get(user)
+                .copied()
+                .or_else(|| self.members.contains(user).then_some(Role::Member)),
+            Kind::Comments { roles, .. } => roles.get(user).copied(),
             Kind::Direct => None,
         }
     }
@@ -427,7 +574,7 @@ impl ConversationCore {
                 roles,
             } => Ok((*id, record, roles)),
             Kind::Group { record: None, .. } => Err(ErrorCode::NotFound),
-            Kind::Direct => Err(ErrorCode::invalid("conversation", "not a group")),
+            _ => Err(ErrorCode::invalid("conversation", "not a group")),
         }
     }
 
@@ -800,7 +947,33 @@ impl ConversationCore {
 
     /// Whether the group is above the size where typing and receipts are suppressed.
     pub(crate) fn is_large(&self, large_members: usize) -> bool {
-        matches!(self.kind, Kind::Group { .. }) && self.members.len() > large_members
+        match self.kind {
+            Kind::Direct => false,
+            Kind::Group { .. } => self.members.len() > large_members,
+            // Broadcasts: receipts, typing and presence would multiply by the audience.
+            Kind::Channel { .. } | Kind::Comments { .. } => true,
+        }
+    }
+
+    /// The other members, whose presence `user` may watch: only in direct conversations and
+    /// groups up to `large_members`.
+    pub(crate) fn presence_targets(
+        &self,
+        user: &UserId,
+        large_members: usize,
+    ) -> Result<Vec<UserId>, ErrorCode> {
+        self.authorize(user)?;
+        if self.is_large(large_members) {
+            return Err(ErrorCode::Conflict {
+                reason: "presence is off in large groups and channels".into(),
+            });
+        }
+        Ok(self
+            .members
+            .iter()
+            .filter(|m| *m != user)
+            .cloned()
+            .collect())
     }
 
     fn duplicate(&self, sender: &UserId, client_msg_id: &ClientMsgId) -> Option<SendAck> {
