@@ -13,6 +13,7 @@
 pub(crate) mod actors;
 pub(crate) mod admin;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub(crate) mod cluster;
 pub mod config;
