@@ -887,3 +887,83 @@ fn group_administration_round_trips_and_limits() {
     assert!(join(INVITE_LINK_BYTES_MAX).validate().is_ok());
     assert!(join(INVITE_LINK_BYTES_MAX + 1).validate().is_err());
 }
+
+#[test]
+fn channel_ids_and_requests() {
+    let channel = ChannelId::new(7).unwrap();
+    assert!(ChannelId::new(0).is_err());
+    assert_eq!("c:7".parse::<ChannelId>().unwrap(), channel);
+    let conversation = ConversationId::Channel(channel);
+    assert_eq!(conversation.to_string(), "c:7");
+    assert_eq!("c:7".parse::<ConversationId>().unwrap(), conversation);
+    let thread = ConversationId::Comments {
+        channel,
+        post: Seq::new(3),
+    };
+    assert_eq!(thread.to_string(), "c:7:3");
+    assert_eq!("c:7:3".parse::<ConversationId>().unwrap(), thread);
+    assert!("c:7:0".parse::<ConversationId>().is_err(), "no post 0");
+    assert!("c:0".parse::<ConversationId>().is_err());
+    check_round_trip(conversation.clone());
+    check_round_trip(thread);
+    // The pseudo-user of unsigned posts decodes, and is recognisably reserved.
+    check_round_trip(UserId::channel());
+    assert!(UserId::channel().is_reserved());
+    assert!(!user("alice").is_reserved());
+
+    for request in [
+        Request::CreateChannel {
+            title: "news".into(),
+            description: String::new(),
+            signed: true,
+        },
+        Request::Subscribe { channel },
+        Request::SchedulePost {
+            channel,
+            client_msg_id: "s1".parse().unwrap(),
+            text: "later".into(),
+            at_ms: 5,
+        },
+        Request::ViewPosts {
+            channel,
+            posts: vec![Seq::new(1)],
+        },
+        Request::WatchPresence {
+            conversation: ConversationRef::Id(conversation.clone()),
+        },
+    ] {
+        assert_eq!(request.validate(), Ok(()));
+        check_round_trip(request);
+    }
+    let too_many = Request::PostStats {
+        channel,
+        posts: vec![Seq::new(1); POST_STATS_MAX + 1],
+    };
+    assert!(matches!(
+        too_many.validate(),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+    let zero = Request::PostStats {
+        channel,
+        posts: vec![Seq::ZERO],
+    };
+    assert!(matches!(zero.validate(), Err(ErrorCode::Invalid { .. })));
+    let untitled = Request::CreateChannel {
+        title: " ".into(),
+        description: String::new(),
+        signed: false,
+    };
+    assert!(matches!(
+        untitled.validate(),
+        Err(ErrorCode::Invalid { .. })
+    ));
+    check_round_trip(Response::Subscribed {
+        conversation,
+        head: Seq::new(9),
+    });
+    check_round_trip(Datagram::Presence(PresenceState {
+        user: user("bob"),
+        online: false,
+        last_seen_ms: Some(1),
+    }));
+}

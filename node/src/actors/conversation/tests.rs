@@ -414,3 +414,166 @@ fn pinned_limit_and_edit_rules() {
         "a deleted message cannot change"
     );
 }
+
+fn channel(signed: bool) -> ConversationCore {
+    let mut core = ConversationCore::restore(
+        ConversationId::Channel(piazza_protocol::ChannelId::new(4).unwrap()),
+        Restored::default(),
+        8,
+    );
+    core.handle_create_channel(&user("owner"), "news".into(), String::new(), signed, 1)
+        .unwrap();
+    core
+}
+
+#[test]
+fn channel_posting_is_for_staff_and_unsigned_posts_come_from_the_channel() {
+    let mut core = channel(false);
+    assert!(core.handle_subscribe(&user("sub"), 10).unwrap().is_some());
+    assert!(
+        core.handle_subscribe(&user("sub"), 10).unwrap().is_none(),
+        "subscribing twice changes nothing"
+    );
+    assert_eq!(check_send(&mut core, "sub", "p"), Err(ErrorCode::Forbidden));
+    assert_eq!(
+        check_send(&mut core, "stranger", "p"),
+        Err(ErrorCode::Forbidden)
+    );
+    let SendOutcome::Append { message, .. } = core
+        .handle_send(&user("owner"), "p1".parse().unwrap(), "hi".into(), 2)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(message.sender, UserId::channel());
+    // The retry of an unsigned post is recognised (the dedup key is the channel's).
+    assert_eq!(check_send(&mut core, "owner", "p1").unwrap(), (2, true));
+
+    // An admin posts; once signing is on, as themselves.
+    core.handle_set_channel_admin(&user("owner"), &user("ed"), true, 10)
+        .unwrap();
+    assert_eq!(
+        core.handle_set_channel_admin(&user("ed"), &user("sub"), true, 10)
+            .err(),
+        Some(ErrorCode::Forbidden),
+        "only the owner appoints admins"
+    );
+    let (_, announced) = core
+        .handle_update_channel(&user("ed"), None, None, Some(true), 3)
+        .unwrap();
+    assert!(announced.is_none(), "signing changes quietly");
+    let SendOutcome::Append { message, .. } = core
+        .handle_send(&user("ed"), "p2".parse().unwrap(), "signed".into(), 4)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(message.sender, user("ed"));
+    // Limits: subscribers.
+    assert!(matches!(
+        core.handle_subscribe(&user("late"), 3),
+        Err(ErrorCode::TooLarge { .. })
+    ));
+    assert!(core.is_large(1_000_000), "channels never carry receipts");
+    assert!(matches!(
+        core.handle_unsubscribe(&user("owner")),
+        Err(ErrorCode::Conflict { .. })
+    ));
+    core.handle_unsubscribe(&user("ed")).unwrap();
+    assert_eq!(check_send(&mut core, "ed", "p3"), Err(ErrorCode::Forbidden));
+}
+
+#[test]
+fn scheduled_posts_publish_once() {
+    let mut core = channel(false);
+    let id: piazza_protocol::ClientMsgId = "later".parse().unwrap();
+    let (writes, post) = core
+        .handle_schedule(&user("owner"), id.clone(), "text".into(), 100)
+        .unwrap();
+    assert_eq!(writes.map(|w| w.len()), Some(1));
+    let (again, same) = core
+        .handle_schedule(&user("owner"), id.clone(), "text".into(), 100)
+        .unwrap();
+    assert!(again.is_none() && same == post);
+    core.handle_subscribe(&user("sub"), 10).unwrap();
+    assert_eq!(
+        core.handle_schedule(&user("sub"), "x".parse().unwrap(), "t".into(), 1)
+            .err(),
+        Some(ErrorCode::Forbidden)
+    );
+    let super::core::Publish::Post(SendOutcome::Append {
+        message, writes, ..
+    }) = core.handle_publish(&id, 150).unwrap()
+    else {
+        panic!("not published")
+    };
+    assert_eq!(
+        (message.client_msg_id, message.sent_at_ms),
+        (id.clone(), 150)
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|w| matches!(w, Write::Unschedule { at_ms: 100, .. })),
+        "the schedule goes in the same commit as the post"
+    );
+    assert!(matches!(
+        core.handle_publish(&id, 151).unwrap(),
+        super::core::Publish::Stale
+    ));
+    assert!(core.scheduled_posts(&user("owner")).unwrap().is_empty());
+    // Scheduling an id that was already published is refused.
+    assert!(matches!(
+        core.handle_schedule(&user("owner"), id, "again".into(), 200),
+        Err(ErrorCode::Conflict { .. })
+    ));
+}
+
+#[test]
+fn comment_threads_follow_channel_roles() {
+    let channel_id = piazza_protocol::ChannelId::new(4).unwrap();
+    let restored = Restored {
+        post_exists: true,
+        ..Restored::default()
+    };
+    let thread = ConversationId::Comments {
+        channel: channel_id,
+        post: Seq::new(2),
+    };
+    let mut core = ConversationCore::restore(thread, restored, 8);
+    assert_eq!(
+        check_send(&mut core, "sub", "c1"),
+        Err(ErrorCode::Forbidden)
+    );
+    core.note_channel_role(&user("sub"), Some(Role::Member));
+    let SendOutcome::Append { writes, .. } = core
+        .handle_send(&user("sub"), "c1".parse().unwrap(), "nice".into(), 5)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        writes
+            .iter()
+            .any(|w| matches!(w, Write::Counter { value: 1, .. }))
+    );
+    assert!(
+        writes.iter().any(|w| matches!(w, Write::AddMember { .. })),
+        "a commenter follows the thread"
+    );
+    core.note_channel_role(&user("sub"), None);
+    assert_eq!(
+        check_send(&mut core, "sub", "c2"),
+        Err(ErrorCode::Forbidden)
+    );
+
+    let missing = ConversationCore::restore(
+        ConversationId::Comments {
+            channel: channel_id,
+            post: Seq::new(9),
+        },
+        Restored::default(),
+        8,
+    );
+    assert_eq!(missing.authorize(&user("sub")), Err(ErrorCode::NotFound));
+}
