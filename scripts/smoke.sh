@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Replays the README walkthrough against a real `piazza-node` process on loopback: two users chat
-# with the `piazza` CLI, one offline catches up, and the node shuts down cleanly on SIGTERM.
+# with the `piazza` CLI, one offline catches up, a group and a channel (scheduled post, comment,
+# views) work, and the node shuts down cleanly on SIGTERM.
 # Usage: scripts/smoke.sh [DIR-WITH-BINARIES]   (default target/debug)
 set -euo pipefail
 bin=${1:-target/debug}
@@ -51,6 +52,26 @@ group=$(printf '%s' "$group_out" | python3 -c 'import json,sys; print(json.load(
 PIAZZA_TOKEN=$bob "$bin/piazza" group send "$group" "hi friends"
 PIAZZA_TOKEN=$alice "$bin/piazza" --json group history "$group" | tee "$work/group.out"
 grep -q 'hi friends' "$work/group.out"
+
+# A channel: post, a scheduled post, a comment, views.
+chan_out=$(PIAZZA_TOKEN=$alice "$bin/piazza" --json channel create "Daily deals")
+echo "--- channel: $chan_out"
+chan=$(printf '%s' "$chan_out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["channel"])')
+PIAZZA_TOKEN=$bob "$bin/piazza" channel subscribe "$chan"
+PIAZZA_TOKEN=$alice "$bin/piazza" channel post "$chan" "50% off socks"
+PIAZZA_TOKEN=$alice "$bin/piazza" channel post "$chan" "flash sale" --in-secs 1
+PIAZZA_TOKEN=$bob "$bin/piazza" channel comment "$chan" 2 "which sizes?"
+if PIAZZA_TOKEN=$bob "$bin/piazza" channel post "$chan" "not mine to post" 2>"$work/denied.err"; then
+  echo "a subscriber could post"; exit 1
+fi
+grep -qi forbidden "$work/denied.err"
+sleep 2
+PIAZZA_TOKEN=$bob "$bin/piazza" --json channel history "$chan" | tee "$work/channel.out"
+grep -q 'flash sale' "$work/channel.out"
+grep -q '"sender":"#channel"' "$work/channel.out"
+PIAZZA_TOKEN=$bob "$bin/piazza" --json channel stats "$chan" 2 --view | tee "$work/stats.out"
+grep -q '"comments":1' "$work/stats.out"
+grep -q '"views":1' "$work/stats.out"
 
 curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null
 curl -sf "http://127.0.0.1:$admin/metrics" | grep -q piazza_sends_total
