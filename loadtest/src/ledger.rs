@@ -96,6 +96,34 @@ impl RecvLog {
     }
 }
 
+/// Order across all senders of one conversation, at one receiver: first deliveries must come in
+/// conversation seq order whoever sent them. (Per-direction order, in [`RecvLog`], cannot see two
+/// senders' messages swapped.)
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ConversationOrder {
+    highest_seq: u64,
+    out_of_order: u64,
+}
+
+impl ConversationOrder {
+    /// A first delivery (not a duplicate) arrived with conversation seq `seq`; returns whether it
+    /// was in order.
+    pub(crate) fn record(&mut self, seq: u64) -> bool {
+        if seq < self.highest_seq {
+            self.out_of_order += 1;
+            false
+        } else {
+            self.highest_seq = seq;
+            true
+        }
+    }
+
+    /// First deliveries that came after a higher seq of the conversation.
+    pub(crate) fn out_of_order(&self) -> u64 {
+        self.out_of_order
+    }
+}
+
 /// The outcome of one direction, or of many added up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Tally {
@@ -232,6 +260,23 @@ mod tests {
         assert_eq!(tally.delivered, 5);
         assert_eq!(tally.lost, 0);
         assert_eq!(tally.seq_mismatch, 0);
+    }
+
+    #[test]
+    fn order_across_senders_is_checked_per_conversation() {
+        // Two senders A and B in one group; the receiver gets A's seq 3, then B's seq 2: each
+        // sender's own messages are in order, the conversation's are not.
+        let mut logs = [RecvLog::new(), RecvLog::new()];
+        let mut order = ConversationOrder::default();
+        for (sender, number, seq) in [(0, 0, 1), (0, 1, 3), (1, 0, 2)] {
+            assert_ne!(logs[sender].record(number, seq), Arrival::OutOfOrder);
+            order.record(seq);
+        }
+        assert_eq!(logs[0].out_of_order + logs[1].out_of_order, 0);
+        assert_eq!(order.out_of_order(), 1);
+        assert!(order.record(4));
+        assert!(!order.record(3));
+        assert_eq!(order.out_of_order(), 2);
     }
 
     #[test]

@@ -6,41 +6,49 @@
 //! delivery (lost, duplicate, out of order) and writes one JSON report. The report schema is in
 //! `loadtest/README.md`.
 //!
-//! Scenarios: `chat` (pairs of users writing to each other). Others come with later issues.
+//! Scenarios: `chat` (pairs of users writing to each other), `group` (groups of N, everyone
+//! writing into their group). `compare` sets two reports side by side.
 //!
-//! Code map: `chat.rs` (the scenario: connect, send, receive, drain), `pacing.rs` (the open-loop
+//! Code map: `traffic.rs` (what the message scenarios share: connect, send, receive, drain),
+//! `chat.rs` and `group.rs` (who talks to whom), `compare.rs`, `pacing.rs` (the open-loop
 //! schedule), `ledger.rs` (loss/duplicate/order bookkeeping), `hist.rs` (latency percentiles),
 //! `node.rs` (spawning a node, `/proc` and `/metrics` readings), `report.rs` (the JSON report).
 
 mod chat;
+mod compare;
+mod group;
 mod hist;
 mod ledger;
 mod node;
 mod pacing;
 mod report;
+mod traffic;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::error::ErrorKind;
-use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
+use clap::{ArgGroup, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::chat::ChatParams;
 use crate::node::{SpawnedNode, Target};
 use crate::report::Report;
+use crate::traffic::TrafficParams;
 
 /// The scenarios this build offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// Pairs of users writing to each other in their direct conversation.
     Chat,
+    /// Groups of --group-size users, every member writing into its group.
+    Group,
 }
 
 impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::Chat => "chat",
+            Scenario::Group => "group",
         }
     }
 }
@@ -52,11 +60,16 @@ impl Scenario {
     about = "Load generator for Piazza: runs a scenario against a node and writes a JSON report",
     group(ArgGroup::new("node_choice").required(true).args(["spawn_node", "server"])),
     group(ArgGroup::new("load").required(true).args(["rate", "max"])),
+    // `compare` takes no run options, and a run needs its options only without a subcommand.
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The scenario to run.
-    #[arg(long, value_enum)]
-    scenario: Scenario,
+    #[arg(long, value_enum, required = true)]
+    scenario: Option<Scenario>,
     /// Start a piazza-node on a fresh temporary data directory for the run (and stop it after).
     #[arg(long)]
     spawn_node: bool,
@@ -79,23 +92,41 @@ struct Cli {
     #[arg(long)]
     max: bool,
     /// Length of the measured window in seconds (after the warmup).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    duration_secs: u64,
+    #[arg(long, required = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration_secs: Option<u64>,
     /// Seconds of load before the measured window; their messages are checked but not timed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=600))]
     warmup_secs: u64,
-    /// Number of simulated users (chat: an even number; they form pairs).
+    /// Number of simulated users (chat: an even number; they form pairs; group: a multiple of
+    /// --group-size).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=10_000))]
     clients: u64,
-    /// Number of QUIC connections. For chat it equals --clients (one per user).
+    /// Number of QUIC connections. It equals --clients (one per user).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     connections: Option<u64>,
     /// Size of each message's text in bytes (at least the "<number> <instant> " header).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16_384))]
     message_bytes: u64,
+    /// Members per group (group scenario): 2 to 1001 (the creator and up to 1000 others).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10_000))]
+    group_size: Option<u64>,
     /// Where to write the JSON report.
-    #[arg(long)]
-    json: PathBuf,
+    #[arg(long, required = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compare two reports: every numeric field of A and B side by side with the ratio B/A.
+    Compare {
+        /// The baseline report.
+        a: PathBuf,
+        /// The report compared with it.
+        b: PathBuf,
+        /// Print the comparison as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the node comes from.
@@ -107,22 +138,34 @@ enum NodeSource {
 /// Checks what clap cannot express; a problem is a usage error (exit status 2), like clap's own.
 fn validate(cli: &Cli) -> Result<(), clap::Error> {
     let usage = |message: String| Cli::command().error(ErrorKind::ArgumentConflict, message);
+    if let Some(connections) = cli.connections.filter(|&c| c != cli.clients) {
+        return Err(usage(format!(
+            "--connections {connections} differs from --clients {}: every user has its own \
+             connection (sharing connections between users is not supported yet)",
+            cli.clients
+        )));
+    }
+    if cli.group_size.is_some() && cli.scenario != Some(Scenario::Group) {
+        return Err(usage("--group-size goes with --scenario group".to_owned()));
+    }
     match cli.scenario {
-        Scenario::Chat => {
-            if cli.clients & 1 == 1 {
-                return Err(usage(format!(
-                    "--clients must be even for the chat scenario (users form pairs), got {}",
-                    cli.clients
-                )));
-            }
-            if let Some(connections) = cli.connections.filter(|&c| c != cli.clients) {
-                return Err(usage(format!(
-                    "--connections {connections} differs from --clients {}: the chat scenario \
-                     gives every user its own connection (sharing connections between users is \
-                     not supported yet)",
-                    cli.clients
-                )));
-            }
+        None => {}
+        Some(Scenario::Chat) if cli.clients & 1 == 1 => {
+            return Err(usage(format!(
+                "--clients must be even for the chat scenario (users form pairs), got {}",
+                cli.clients
+            )));
+        }
+        Some(Scenario::Chat) => {}
+        Some(Scenario::Group) => {
+            let Some(group_size) = cli.group_size else {
+                return Err(usage("--scenario group needs --group-size N".to_owned()));
+            };
+            let sizes = match (usize::try_from(cli.clients), usize::try_from(group_size)) {
+                (Ok(clients), Ok(group_size)) => group::check_sizes(clients, group_size),
+                _ => Err("--clients or --group-size is too large".to_owned()),
+            };
+            sizes.map_err(usage)?;
         }
     }
     Ok(())
@@ -130,6 +173,13 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(Command::Compare { a, b, json }) = &cli.command {
+        if let Err(e) = run_compare(a, b, *json) {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(error) = validate(&cli) {
         error.exit();
     }
@@ -149,6 +199,20 @@ fn main() {
     }
 }
 
+fn run_compare(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<()> {
+    let comparison = compare::compare_files(a, b)?;
+    if json {
+        let text = serde_json::to_string_pretty(&comparison).context("encode the comparison")?;
+        println!("{text}");
+    } else {
+        print!(
+            "{}",
+            comparison.table(&a.display().to_string(), &b.display().to_string())
+        );
+    }
+    Ok(())
+}
+
 fn unix_now() -> Result<u64> {
     Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -157,6 +221,12 @@ fn unix_now() -> Result<u64> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // clap requires these when there is no subcommand, and a subcommand never gets here.
+    let (Some(scenario), Some(duration_secs), Some(json_path)) =
+        (cli.scenario, cli.duration_secs, cli.json.clone())
+    else {
+        bail!("--scenario, --duration-secs and --json are required");
+    };
     piazza_client::install_crypto_provider();
     let clients = usize::try_from(cli.clients).context("--clients")?;
     let message_bytes = usize::try_from(cli.message_bytes).context("--message-bytes")?;
@@ -188,18 +258,29 @@ async fn run(cli: Cli) -> Result<()> {
         NodeSource::External => None,
     };
 
-    let params = ChatParams {
-        clients,
+    let params = TrafficParams {
         rate: cli.rate,
         warmup: Duration::from_secs(cli.warmup_secs),
-        duration: Duration::from_secs(cli.duration_secs),
+        duration: Duration::from_secs(duration_secs),
         message_bytes,
         node_pid,
         ticks_per_s,
-        // Unique per run (milliseconds, base 36), so reruns against one node do not mix.
-        run_tag: run_tag()?,
     };
-    let outcome = chat::run(&params, &target).await;
+    // Unique per run (milliseconds, base 36), so reruns against one node do not mix.
+    let tag = run_tag()?;
+    let group_size = match cli.group_size {
+        Some(size) => Some(usize::try_from(size).context("--group-size")?),
+        None => None,
+    };
+    let outcome = async {
+        let members = match (scenario, group_size) {
+            (Scenario::Chat, _) => chat::setup(clients, &tag, &target).await?,
+            (Scenario::Group, Some(size)) => group::setup(clients, size, &tag, &target).await?,
+            (Scenario::Group, None) => bail!("--scenario group needs --group-size"),
+        };
+        traffic::run(&params, members).await
+    }
+    .await;
 
     // Read the node's resources and counters before stopping it, whatever the outcome.
     let mut node_cpu_s = None;
@@ -229,7 +310,7 @@ async fn run(cli: Cli) -> Result<()> {
     let duration_s = params.duration.as_secs_f64();
     let report = Report {
         version: env!("CARGO_PKG_VERSION"),
-        scenario: cli.scenario.name(),
+        scenario: scenario.name(),
         started_at,
         mode: if cli.rate.is_some() { "open" } else { "closed" },
         node: if cli.spawn_node {
@@ -239,6 +320,7 @@ async fn run(cli: Cli) -> Result<()> {
         },
         clients,
         connections: clients,
+        group_size,
         message_bytes,
         duration_s,
         warmup_s: params.warmup.as_secs_f64(),
@@ -280,10 +362,10 @@ async fn run(cli: Cli) -> Result<()> {
         machine_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
     };
     let json = serde_json::to_string_pretty(&report).context("encode the report")?;
-    std::fs::write(&cli.json, format!("{json}\n"))
-        .with_context(|| format!("write {}", cli.json.display()))?;
+    std::fs::write(&json_path, format!("{json}\n"))
+        .with_context(|| format!("write {}", json_path.display()))?;
     print!("{}", report.summary());
-    println!("report: {}", cli.json.display());
+    println!("report: {}", json_path.display());
     Ok(())
 }
 
@@ -315,11 +397,11 @@ mod tests {
     }
 
     #[test]
-    fn only_chat_is_offered() {
+    fn unknown_scenarios_list_the_available_ones() {
         let error = Cli::try_parse_from([
             "piazza-loadtest",
             "--scenario",
-            "group",
+            "checkout",
             "--spawn-node",
             "--max",
             "--duration-secs",
@@ -329,34 +411,84 @@ mod tests {
         ])
         .unwrap_err();
         assert!(
-            error.to_string().contains("possible values: chat"),
+            error.to_string().contains("possible values: chat, group"),
             "{error}"
+        );
+    }
+
+    /// A spawned-node, closed-loop run of `scenario` with `extra` options, parsed by clap.
+    fn parse_run(scenario: &str, extra: &str) -> Cli {
+        let mut args = vec![
+            "piazza-loadtest",
+            "--scenario",
+            scenario,
+            "--spawn-node",
+            "--max",
+            "--duration-secs",
+            "1",
+            "--json",
+            "r.json",
+        ];
+        args.extend(extra.split_whitespace());
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn groups_need_a_size_that_divides_the_clients() {
+        let group = |extra: &str| validate(&parse_run("group", extra));
+        assert!(group("--clients 20 --group-size 5").is_ok());
+        let missing = group("").unwrap_err();
+        assert!(missing.to_string().contains("--group-size"), "{missing}");
+        let partial = group("--clients 21 --group-size 5").unwrap_err();
+        assert!(partial.to_string().contains("not a multiple"), "{partial}");
+        assert!(group("--clients 2004 --group-size 1002").is_err());
+        let chat = validate(&parse_run("chat", "--group-size 5")).unwrap_err();
+        assert!(
+            chat.to_string().contains("goes with --scenario group"),
+            "{chat}"
         );
     }
 
     #[test]
     fn chat_needs_pairs_and_one_connection_per_user() {
-        let parse = |extra: &[&str]| {
-            let mut args = vec![
+        let chat = |extra: &str| validate(&parse_run("chat", extra));
+        assert!(chat("").is_ok());
+        assert!(chat("--clients 50 --connections 50").is_ok());
+        let odd = chat("--clients 5").unwrap_err();
+        assert!(odd.to_string().contains("must be even"), "{odd}");
+        let shared = chat("--clients 4 --connections 2").unwrap_err();
+        assert!(shared.to_string().contains("--connections 2"), "{shared}");
+    }
+
+    #[test]
+    fn compare_takes_two_reports_and_no_run_options() {
+        let cli = Cli::try_parse_from(["piazza-loadtest", "compare", "a.json", "b.json"]).unwrap();
+        match cli.command {
+            Some(Command::Compare { a, b, json }) => {
+                assert_eq!((a, b, json), ("a.json".into(), "b.json".into(), false));
+            }
+            None => panic!("compare was not parsed"),
+        }
+        let json =
+            Cli::try_parse_from(["piazza-loadtest", "compare", "a.json", "b.json", "--json"]);
+        assert!(matches!(
+            json.unwrap().command,
+            Some(Command::Compare { json: true, .. })
+        ));
+        assert!(Cli::try_parse_from(["piazza-loadtest", "compare", "a.json"]).is_err());
+        assert!(
+            Cli::try_parse_from([
                 "piazza-loadtest",
                 "--scenario",
                 "chat",
-                "--spawn-node",
-                "--max",
-                "--duration-secs",
-                "1",
-                "--json",
-                "r.json",
-            ];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args).unwrap()
-        };
-        assert!(validate(&parse(&[])).is_ok());
-        assert!(validate(&parse(&["--clients", "50", "--connections", "50"])).is_ok());
-        let odd = validate(&parse(&["--clients", "5"])).unwrap_err();
-        assert!(odd.to_string().contains("must be even"), "{odd}");
-        let shared = validate(&parse(&["--clients", "4", "--connections", "2"])).unwrap_err();
-        assert!(shared.to_string().contains("--connections 2"), "{shared}");
+                "compare",
+                "a.json",
+                "b.json"
+            ])
+            .is_err()
+        );
+        // Without a subcommand the run options are still required.
+        assert!(Cli::try_parse_from(["piazza-loadtest"]).is_err());
     }
 
     #[test]

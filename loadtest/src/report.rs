@@ -13,7 +13,7 @@ use crate::node::NodeCounters;
 pub(crate) struct Report {
     /// `piazza-loadtest`'s version.
     pub(crate) version: &'static str,
-    /// The scenario run (`chat`).
+    /// The scenario run (`chat`, `group`).
     pub(crate) scenario: &'static str,
     /// Unix seconds when the run started.
     pub(crate) started_at: u64,
@@ -23,6 +23,8 @@ pub(crate) struct Report {
     pub(crate) node: &'static str,
     pub(crate) clients: usize,
     pub(crate) connections: usize,
+    /// Members per group (`group` scenario), `null` otherwise.
+    pub(crate) group_size: Option<usize>,
     pub(crate) message_bytes: usize,
     /// The measured window in seconds (after the warmup).
     pub(crate) duration_s: f64,
@@ -115,10 +117,14 @@ impl Report {
             Some(rate) => format!("open loop at {rate}/s"),
             None => "closed loop (--max)".to_owned(),
         };
+        let groups = match self.group_size {
+            Some(size) => format!(" in groups of {size}"),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "piazza-loadtest {}: {} clients on {} connections, {rate}, {} s measured after {} s \
-             warmup, {} B messages, {} node",
+            "piazza-loadtest {}: {} clients{groups} on {} connections, {rate}, {} s measured \
+             after {} s warmup, {} B messages, {} node",
             self.scenario,
             self.clients,
             self.connections,

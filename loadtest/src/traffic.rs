@@ -1,13 +1,17 @@
-//! The `chat` scenario: `clients` users in pairs, each user on its own connection; in every pair
-//! A writes to B and B to A in their direct conversation.
+//! The message traffic the `chat` and `group` scenarios share: every member writes into its one
+//! conversation and hears every other member of it. The scenarios only set up the members
+//! (`chat.rs`: direct conversations of two, `group.rs`: groups of N); connecting, pacing, sending,
+//! receiving, the drain, the correctness ledger and the measurements are here.
 //!
-//! Every user has a sender task and a receiver task sharing its [`Client`]. A message's text is
+//! Every member has a sender task and a receiver task sharing its [`Client`]. A message's text is
 //! `"<number> <intended_ns> xxxx…"`: its number in the sender's stream (0, 1, 2, …) and the
 //! instant it was due, in nanoseconds after the shared start instant `t0`, padded to
 //! `--message-bytes`. The receiver computes the latency as its receive instant minus that, and
-//! feeds the number and the conversation seq to its [`RecvLog`].
+//! feeds the number and the conversation seq to its [`RecvLog`] for that sender. Order is also
+//! checked across senders: a receiver's first deliveries of one conversation must come in seq
+//! order, whoever sent them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use crate::hist::LatencyHist;
-use crate::ledger::{Arrival, RecvLog, SendLog, Tally, reconcile};
+use crate::ledger::{Arrival, ConversationOrder, RecvLog, SendLog, Tally, reconcile};
 use crate::node::{Target, cpu_seconds, machine_busy_seconds};
 use crate::pacing;
 
@@ -44,7 +48,7 @@ const LATE_SEND_GRACE: Duration = Duration::from_secs(10);
 const CLOSED_LOOP_MAX_PER_SENDER: u64 = 50_000_000;
 
 /// Clients connected at once while setting up.
-const CONNECT_CONCURRENCY: usize = 16;
+pub(crate) const CONNECT_CONCURRENCY: usize = 16;
 
 /// Lead time between the end of set-up and the first due message, so every task is waiting.
 const START_LEAD: Duration = Duration::from_millis(200);
@@ -53,11 +57,9 @@ const START_LEAD: Duration = Duration::from_millis(200);
 /// to stop earlier).
 const RECEIVER_GRACE: Duration = Duration::from_secs(30);
 
-/// What the scenario is asked to do.
+/// How the traffic runs.
 #[derive(Clone, Debug)]
-pub(crate) struct ChatParams {
-    /// Number of users (= connections), even.
-    pub(crate) clients: usize,
+pub(crate) struct TrafficParams {
     /// Total messages per second across all senders; `None`: closed loop.
     pub(crate) rate: Option<u64>,
     /// Warmup before the measured window.
@@ -70,19 +72,31 @@ pub(crate) struct ChatParams {
     pub(crate) node_pid: Option<u32>,
     /// Clock ticks per second for `/proc` CPU times.
     pub(crate) ticks_per_s: u64,
-    /// A short tag that makes the user names of this run unique on a long-lived node.
-    pub(crate) run_tag: String,
 }
 
-/// What the scenario measured.
+/// One connected member: it sends to `to` and hears the members `peers` in `conversation`.
 #[derive(Debug)]
-pub(crate) struct ChatOutcome {
+pub(crate) struct Member {
+    pub(crate) client: Arc<Client>,
+    pub(crate) me: UserId,
+    /// Where its messages go.
+    pub(crate) to: ConversationRef,
+    /// The same conversation, as deliveries name it.
+    pub(crate) conversation: ConversationId,
+    /// Indices (into the member list) of the members whose messages it receives.
+    pub(crate) peers: Vec<usize>,
+}
+
+/// What the traffic measured.
+#[derive(Debug)]
+pub(crate) struct TrafficOutcome {
     /// Send attempts (successful or not).
     pub(crate) attempts: u64,
     /// Messages of the schedule never started because the sender fell more than
     /// [`LATE_SEND_GRACE`] behind.
     pub(crate) unsent: u64,
-    /// The correctness tally over all directions.
+    /// The correctness tally over all directions (sender → one receiver); `acked` counts each
+    /// acknowledged message once, `out_of_order` is judged per conversation at each receiver.
     pub(crate) tally: Tally,
     /// Failed sends by error label.
     pub(crate) errors: BTreeMap<String, u64>,
@@ -92,13 +106,13 @@ pub(crate) struct ChatOutcome {
     pub(crate) ack_latency: LatencyHist,
     /// Intended send → the send actually started (the generator's own lateness).
     pub(crate) send_lag: LatencyHist,
-    /// Distinct deliveries whose receive instant fell in the measured window.
+    /// Distinct deliveries (message × receiver) whose receive instant fell in the measured window.
     pub(crate) delivered_in_window: u64,
     /// Acks of messages due in the measured window.
     pub(crate) acked_in_window: u64,
     /// How long the drain after the send phase took.
     pub(crate) drain: Duration,
-    /// Messages from someone other than the peer, or not in the load test's format.
+    /// Messages from someone not heard, in another conversation, or not in the load test's format.
     pub(crate) foreign: u64,
     /// `Reconnected` events seen by the receivers.
     pub(crate) reconnects: u64,
@@ -123,6 +137,8 @@ struct Live {
     attempts: AtomicU64,
     acked: AtomicU64,
     errors: AtomicU64,
+    /// Deliveries owed for the acked messages: each ack adds the number of its listeners.
+    expected: AtomicU64,
     delivered: AtomicU64,
 }
 
@@ -163,34 +179,39 @@ fn error_label(error: &ClientError) -> String {
     }
 }
 
-/// One connected user.
-struct Member {
-    client: Arc<Client>,
-    me: UserId,
-    peer: UserId,
-}
-
-async fn connect_all(params: &ChatParams, target: &Target) -> Result<Vec<Member>> {
-    let users: Vec<UserId> = (0..params.clients)
+/// The users `lt<run_tag>-0` … `lt<run_tag>-<count - 1>`.
+pub(crate) fn user_names(run_tag: &str, count: usize) -> Result<Vec<UserId>> {
+    (0..count)
         .map(|i| {
-            format!("lt{}-{i}", params.run_tag)
+            format!("lt{run_tag}-{i}")
                 .parse::<UserId>()
                 .map_err(|e| anyhow!("user name: {e}"))
         })
-        .collect::<Result<_>>()?;
-    let mut slots: Vec<Option<Client>> = (0..params.clients).map(|_| None).collect();
+        .collect()
+}
+
+/// The SDK configuration of one load-test user (live events from now on, no history replay).
+pub(crate) fn client_config(target: &Target, user: &UserId) -> Result<ClientConfig> {
+    let mut config = ClientConfig::new(
+        target.server.clone(),
+        target.ca_file.clone(),
+        target.token(user)?,
+        "loadtest".parse().map_err(|e| anyhow!("device id: {e}"))?,
+    );
+    config.events = EventStart::Now;
+    Ok(config)
+}
+
+/// Connects every user (each its own connection and authenticated session), at most
+/// [`CONNECT_CONCURRENCY`] at once; the clients come back in the order of `users`.
+pub(crate) async fn connect_users(target: &Target, users: &[UserId]) -> Result<Vec<Client>> {
+    let mut slots: Vec<Option<Client>> = (0..users.len()).map(|_| None).collect();
     let mut pending = JoinSet::new();
     let mut next = 0;
-    // Bounded: each iteration either starts one of `clients` connects or finishes one.
+    // Bounded: each iteration either starts one of the connects or finishes one.
     while next < users.len() || !pending.is_empty() {
         while next < users.len() && pending.len() < CONNECT_CONCURRENCY {
-            let mut config = ClientConfig::new(
-                target.server.clone(),
-                target.ca_file.clone(),
-                target.token(&users[next])?,
-                "loadtest".parse().map_err(|e| anyhow!("device id: {e}"))?,
-            );
-            config.events = EventStart::Now;
+            let config = client_config(target, &users[next])?;
             let index = next;
             pending.spawn(async move { (index, Client::connect(config).await) });
             next += 1;
@@ -202,27 +223,26 @@ async fn connect_all(params: &ChatParams, target: &Target) -> Result<Vec<Member>
         let client = result.with_context(|| format!("connect user {}", users[index]))?;
         slots[index] = Some(client);
     }
-    let mut members = Vec::with_capacity(params.clients);
-    for (index, slot) in slots.into_iter().enumerate() {
-        let client = slot.ok_or_else(|| anyhow!("user {index} did not connect"))?;
-        // Pairs are (0, 1), (2, 3), …
-        let peer = users[index ^ 1].clone();
-        members.push(Member {
-            client: Arc::new(client),
-            me: users[index].clone(),
-            peer,
-        });
-    }
-    Ok(members)
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(index, slot)| slot.ok_or_else(|| anyhow!("user {index} did not connect")))
+        .collect()
 }
 
-/// Runs the scenario against `target` and returns the measurements.
-pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutcome> {
-    if params.clients < 2 || params.clients & 1 == 1 {
-        bail!("the chat scenario needs an even number of clients (at least 2)");
-    }
-    let members = connect_all(params, target).await?;
+/// Runs the traffic between `members` and returns the measurements.
+pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<TrafficOutcome> {
     let senders = members.len() as u64;
+    // How many members hear each sender: the deliveries one of its acked messages owes.
+    let mut listeners = vec![0u64; members.len()];
+    for member in &members {
+        for &peer in &member.peers {
+            let Some(count) = listeners.get_mut(peer) else {
+                bail!("internal: peer index {peer} out of range");
+            };
+            *count += 1;
+        }
+    }
     let warmup_ns = u64::try_from(params.warmup.as_nanos()).unwrap_or(u64::MAX);
     let total = params.warmup + params.duration;
     let total_ns = u64::try_from(total.as_nanos()).unwrap_or(u64::MAX);
@@ -233,20 +253,22 @@ pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutc
     let mut receivers = JoinSet::new();
     let mut sender_tasks = JoinSet::new();
     for (index, member) in members.iter().enumerate() {
-        let conversation = ConversationId::direct(member.me.clone(), member.peer.clone())
-            .map_err(|e| anyhow!("conversation id: {e}"))?;
-        // Message numbers the peer can use: its schedule (open loop) or the safety cap.
-        let peer_index = (index ^ 1) as u64;
-        let peer_plan = match params.rate {
-            Some(rate) => pacing::messages_for(peer_index, senders, rate, total_ns),
-            None => CLOSED_LOOP_MAX_PER_SENDER,
-        };
+        // Per sender heard: its slot in the receiver's logs and the message numbers it can use
+        // (its schedule in the open loop, the safety cap in the closed loop).
+        let mut heard = HashMap::with_capacity(member.peers.len());
+        for (slot, &peer) in member.peers.iter().enumerate() {
+            let plan = match params.rate {
+                Some(rate) => pacing::messages_for(peer as u64, senders, rate, total_ns),
+                None => CLOSED_LOOP_MAX_PER_SENDER,
+            };
+            heard.insert(members[peer].me.clone(), (slot, plan));
+        }
         receivers.spawn(receive(ReceiverParts {
             client: Arc::clone(&member.client),
+            index,
             me: member.me.clone(),
-            peer: member.peer.clone(),
-            conversation,
-            peer_plan,
+            conversation: member.conversation.clone(),
+            heard,
             t0,
             warmup_ns,
             total_ns,
@@ -256,8 +278,9 @@ pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutc
         }));
         sender_tasks.spawn(send(SenderParts {
             client: Arc::clone(&member.client),
-            peer: member.peer.clone(),
+            to: member.to.clone(),
             index: index as u64,
+            listeners: listeners[index],
             senders,
             rate: params.rate,
             message_bytes: params.message_bytes,
@@ -307,11 +330,11 @@ pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutc
         send_logs.push((outcome.index, outcome.log));
     }
 
-    // The drain: wait (briefly) until everything acknowledged has arrived.
+    // The drain: wait (briefly) until everything acknowledged has arrived at every listener.
     let drain_start = Instant::now();
     let drain_end = drain_start + DRAIN_MAX;
     while Instant::now() < drain_end {
-        if live.delivered.load(Ordering::Relaxed) >= live.acked.load(Ordering::Relaxed) {
+        if live.delivered.load(Ordering::Relaxed) >= live.expected.load(Ordering::Relaxed) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -323,30 +346,40 @@ pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutc
     let mut delivered_in_window = 0;
     let mut foreign = 0;
     let mut reconnects = 0;
-    let mut recv_logs: Vec<(u64, RecvLog)> = Vec::with_capacity(members.len());
+    let mut out_of_order = 0;
+    let mut recv_logs: Vec<(usize, Vec<RecvLog>)> = Vec::with_capacity(members.len());
     while let Some(joined) = receivers.join_next().await {
         let outcome = joined.context("receiver task")??;
         latency.merge(&outcome.latency)?;
         delivered_in_window += outcome.delivered_in_window;
         foreign += outcome.foreign;
         reconnects += outcome.reconnects;
-        recv_logs.push((outcome.sender_index, outcome.log));
+        out_of_order += outcome.order.out_of_order();
+        recv_logs.push((outcome.index, outcome.logs));
     }
     if let Some(progress) = progress {
         let _ = progress.await;
     }
     let cpu = cpu_window.await.context("CPU sampling task")?;
 
-    // Every direction: sender i's log against the log of the receiver that hears sender i.
+    // Every direction: sender p's log against receiver r's log of what it heard from p.
     send_logs.sort_by_key(|(index, _)| *index);
     recv_logs.sort_by_key(|(index, _)| *index);
-    let mut tally = Tally::default();
-    for ((send_index, sent), (recv_index, received)) in send_logs.iter().zip(&recv_logs) {
-        if send_index != recv_index {
-            bail!("internal: sender {send_index} matched with receiver of {recv_index}");
-        }
-        tally.add(&reconcile(sent, received));
+    if send_logs.len() != members.len() || recv_logs.len() != members.len() {
+        bail!("internal: a sender or receiver task is missing");
     }
+    let mut tally = Tally::default();
+    for (receiver, logs) in &recv_logs {
+        for (&peer, received) in members[*receiver].peers.iter().zip(logs) {
+            let (_, sent) = &send_logs[peer];
+            tally.add(&reconcile(sent, received));
+        }
+    }
+    // Each direction counted the sender's acks again; a message is acked once.
+    tally.acked = send_logs.iter().map(|(_, log)| log.acked()).sum();
+    // Judged per conversation at each receiver, which includes every per-direction inversion
+    // (a sender's later seq first means the conversation's highest seq was already above).
+    tally.out_of_order = out_of_order;
 
     // Close every connection (each waits briefly for the node to hear about it), all at once.
     let mut closing = JoinSet::new();
@@ -357,7 +390,7 @@ pub(crate) async fn run(params: &ChatParams, target: &Target) -> Result<ChatOutc
     }
     while closing.join_next().await.is_some() {}
 
-    Ok(ChatOutcome {
+    Ok(TrafficOutcome {
         attempts,
         unsent,
         tally,
@@ -402,8 +435,10 @@ async fn cpu_window(
 
 struct SenderParts {
     client: Arc<Client>,
-    peer: UserId,
+    to: ConversationRef,
     index: u64,
+    /// Members hearing this sender.
+    listeners: u64,
     senders: u64,
     rate: Option<u64>,
     message_bytes: usize,
@@ -438,6 +473,10 @@ impl SenderOutcome {
             Ok(ack) => {
                 self.log.record_ack(done.number, ack.seq.get());
                 parts.live.acked.fetch_add(1, Ordering::Relaxed);
+                parts
+                    .live
+                    .expected
+                    .fetch_add(parts.listeners, Ordering::Relaxed);
                 if done.intended_ns >= parts.warmup_ns {
                     self.ack_latency
                         .record_ns(done.answered_ns.saturating_sub(done.intended_ns));
@@ -482,9 +521,7 @@ async fn send(parts: SenderParts) -> Result<SenderOutcome> {
         acked_in_window: 0,
         log: SendLog::new(),
     };
-    let to = ConversationRef::Direct {
-        peer: parts.peer.clone(),
-    };
+    let to = parts.to.clone();
     match parts.rate {
         Some(rate) => {
             let count = pacing::messages_for(parts.index, parts.senders, rate, parts.total_ns);
@@ -564,11 +601,13 @@ async fn send(parts: SenderParts) -> Result<SenderOutcome> {
 
 struct ReceiverParts {
     client: Arc<Client>,
+    /// This member's index.
+    index: usize,
     me: UserId,
-    peer: UserId,
     conversation: ConversationId,
-    /// Message numbers the peer may use are below this.
-    peer_plan: u64,
+    /// The senders heard: their slot in `logs`, and the bound below which their message numbers
+    /// lie.
+    heard: HashMap<UserId, (usize, u64)>,
     t0: Instant,
     warmup_ns: u64,
     total_ns: u64,
@@ -578,31 +617,23 @@ struct ReceiverParts {
 }
 
 struct ReceiverOutcome {
-    /// Index of the sender this receiver hears (its peer).
-    sender_index: u64,
-    log: RecvLog,
+    /// Index of the member receiving.
+    index: usize,
+    /// One log per sender heard, in the order of the member's `peers`.
+    logs: Vec<RecvLog>,
+    /// Order of first deliveries in the conversation, whoever sent them.
+    order: ConversationOrder,
     latency: LatencyHist,
     delivered_in_window: u64,
     foreign: u64,
     reconnects: u64,
 }
 
-impl ReceiverParts {
-    fn sender_index(&self) -> Result<u64> {
-        let name = self.peer.as_str();
-        let index = name
-            .rsplit('-')
-            .next()
-            .and_then(|i| i.parse().ok())
-            .ok_or_else(|| anyhow!("internal: unexpected user name {name}"))?;
-        Ok(index)
-    }
-}
-
 async fn receive(mut parts: ReceiverParts) -> Result<ReceiverOutcome> {
     let mut outcome = ReceiverOutcome {
-        sender_index: parts.sender_index()?,
-        log: RecvLog::new(),
+        index: parts.index,
+        logs: vec![RecvLog::new(); parts.heard.len()],
+        order: ConversationOrder::default(),
         latency: LatencyHist::new()?,
         delivered_in_window: 0,
         foreign: 0,
@@ -630,21 +661,34 @@ fn on_message(parts: &ReceiverParts, outcome: &mut ReceiverOutcome, message: &Me
         // The node also pushes our own messages to us (all of the sender's sessions get them).
         return;
     }
-    let parsed = match &message.body {
-        MessageBody::Text(text) if message.sender == parts.peer => parse_text(text),
+    if message.conversation == parts.conversation && matches!(message.body, MessageBody::System(_))
+    {
+        // The group's own announcements (created, members added): part of setting it up.
+        return;
+    }
+    let parsed = match (&message.body, parts.heard.get(&message.sender)) {
+        (MessageBody::Text(text), Some(&(slot, plan))) => {
+            parse_text(text).map(|(number, intended_ns)| (slot, plan, number, intended_ns))
+        }
         _ => None,
     };
-    let Some((number, intended_ns)) = parsed else {
+    let Some((slot, plan, number, intended_ns)) = parsed else {
         outcome.foreign += 1;
         return;
     };
-    if message.conversation != parts.conversation || number >= parts.peer_plan {
+    if message.conversation != parts.conversation || number >= plan {
         outcome.foreign += 1;
         return;
     }
-    match outcome.log.record(number, message.seq.get()) {
+    let Some(log) = outcome.logs.get_mut(slot) else {
+        outcome.foreign += 1;
+        return;
+    };
+    let seq = message.seq.get();
+    match log.record(number, seq) {
         Arrival::Duplicate => {}
         Arrival::New | Arrival::OutOfOrder => {
+            outcome.order.record(seq);
             parts.live.delivered.fetch_add(1, Ordering::Relaxed);
             if intended_ns >= parts.warmup_ns {
                 outcome
