@@ -14,7 +14,10 @@ use piazza_protocol::{
 use tokio::sync::Semaphore;
 
 /// Connections per client endpoint (UDP socket).
-const CONNECTIONS_PER_ENDPOINT: usize = 250;
+const CONNECTIONS_PER_ENDPOINT: usize = 100;
+/// Socket buffers of the client endpoints: a burst of one packet per connection must fit, or the
+/// kernel drops them and QUIC's loss recovery turns a fan-out into seconds.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Handshakes in flight at once.
 const CONNECT_CONCURRENCY: usize = 64;
 
@@ -83,7 +86,23 @@ fn client_endpoint(ca: &Path) -> quinn::Endpoint {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
     config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES).unwrap();
+    socket.set_send_buffer_size(SOCKET_BUFFER_BYTES).unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
     endpoint.set_default_client_config(config);
     endpoint
 }
