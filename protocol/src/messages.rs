@@ -349,6 +349,16 @@ pub enum Request {
         /// The posts.
         posts: Vec<Seq>,
     },
+    /// Set (or with `None` remove) the picture of a group or channel (owner and admins). The
+    /// caller must have uploaded the blob, or it must already be referenced in the conversation.
+    /// Members are told by a [`SystemEvent::AvatarChanged`] message. Answered with
+    /// [`Response::Done`].
+    SetAvatar {
+        /// The group or channel.
+        conversation: ConversationRef,
+        /// The picture.
+        media: Option<MediaId>,
+    },
     /// Share this user's online state with people who watch it (opt-in, off by default, for
     /// as long as this connection is open). Answered with [`Response::Done`].
     SetPresence {
@@ -483,6 +493,7 @@ impl Request {
             | Request::ScheduledPosts { .. }
             | Request::CancelScheduled { .. }
             | Request::SetPresence { .. }
+            | Request::SetAvatar { .. }
             | Request::WatchPresence { .. } => {}
             Request::React { emoji, .. } => {
                 if emoji.is_empty() || emoji.chars().any(char::is_whitespace) {
@@ -543,6 +554,7 @@ impl Request {
             Request::ViewPosts { .. } => "view_posts",
             Request::PostStats { .. } => "post_stats",
             Request::SetPresence { .. } => "set_presence",
+            Request::SetAvatar { .. } => "set_avatar",
             Request::WatchPresence { .. } => "watch_presence",
         }
     }
@@ -689,6 +701,8 @@ pub struct ChannelInfo {
     pub signed: bool,
     /// The caller's role: `None` if not subscribed, `Member` for a plain subscriber.
     pub role: Option<GroupRole>,
+    /// The channel's picture, downloadable by subscribers.
+    pub avatar: Option<MediaId>,
 }
 
 /// A post waiting for its time.
@@ -754,6 +768,8 @@ pub struct GroupInfo {
     pub created_at_ms: u64,
     /// Whether typing indicators and receipts are suppressed because the group is large.
     pub large: bool,
+    /// The group's picture, downloadable by members.
+    pub avatar: Option<MediaId>,
 }
 
 /// One member of a group.
@@ -928,6 +944,11 @@ pub enum SystemEvent {
     ChannelCreated {
         /// Its title.
         title: String,
+    },
+    /// The group's or channel's picture changed (`None`: removed).
+    AvatarChanged {
+        /// The new picture.
+        media: Option<MediaInfo>,
     },
     /// A member left.
     MemberLeft {

@@ -792,6 +792,7 @@ fn group_administration_round_trips_and_limits() {
             member_count: 3,
             created_at_ms: 1,
             large: false,
+            avatar: Some(MediaId::from_digest(&[1; 32])),
         }),
         Response::Members {
             members: vec![Member {

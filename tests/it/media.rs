@@ -651,3 +651,82 @@ async fn uploads_resume_after_a_restart() {
     node.stop().await;
     assert_no_warnings();
 }
+
+/// Groups and channels have pictures: set by moderators from an image they uploaded, announced
+/// to members, downloadable by members, shown in the profile; not by members, not a non-image.
+#[tokio::test]
+async fn group_and_channel_pictures() {
+    let node = TestNode::start().await;
+    let alice = node.client("alice").await;
+    let bob = node.client("bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("face.png");
+    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    bytes.extend_from_slice(&[1u8; 200]);
+    std::fs::write(&png, &bytes).unwrap();
+    let image = alice.upload(&png, None, None).await.unwrap().info;
+    let text_file = dir.path().join("note.txt");
+    std::fs::write(&text_file, "not a picture").unwrap();
+    let note = alice.upload(&text_file, None, None).await.unwrap().info;
+
+    let conversation = alice.create_group("g", vec![user("bob")]).await.unwrap();
+    let ConversationId::Group(group) = conversation.clone() else {
+        panic!()
+    };
+    let target = ConversationRef::Group(group);
+    assert!(matches!(
+        alice
+            .set_avatar(target.clone(), Some(note.id.clone()))
+            .await
+            .unwrap_err()
+            .server_code(),
+        Some(ErrorCode::Invalid { .. })
+    ));
+    alice
+        .set_avatar(target.clone(), Some(image.id.clone()))
+        .await
+        .unwrap();
+    let announced = loop {
+        let m = next_message(&bob, Duration::from_secs(10)).await;
+        if matches!(m.body, MessageBody::System(_)) && m.seq > piazza_protocol::Seq::new(1) {
+            break m;
+        }
+    };
+    assert!(matches!(
+        announced.body,
+        MessageBody::System(piazza_protocol::SystemEvent::AvatarChanged { media: Some(ref m) })
+            if m.id == image.id
+    ));
+    assert_eq!(
+        bob.group_info(group).await.unwrap().avatar,
+        Some(image.id.clone())
+    );
+    // A member downloads it through the group; a member cannot change it.
+    let mut got = Vec::new();
+    bob.download(&image.id, target.clone(), None, &mut got)
+        .await
+        .unwrap();
+    assert_eq!(got, bytes);
+    assert_eq!(
+        bob.set_avatar(target.clone(), None)
+            .await
+            .unwrap_err()
+            .server_code(),
+        Some(&ErrorCode::Forbidden)
+    );
+    alice.set_avatar(target, None).await.unwrap();
+    assert_eq!(bob.group_info(group).await.unwrap().avatar, None);
+
+    let channel = alice.create_channel("c", "", false).await.unwrap();
+    let chan = ConversationRef::Id(ConversationId::Channel(channel));
+    alice
+        .set_avatar(chan, Some(image.id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.channel_info(channel).await.unwrap().avatar,
+        Some(image.id)
+    );
+    node.stop().await;
+    assert_no_warnings();
+}

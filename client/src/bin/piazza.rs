@@ -375,6 +375,17 @@ enum ChannelCommand {
         #[command(flatten)]
         page: PageArgs,
     },
+    /// Set the channel's picture (an image id from `media upload`), or remove it with --remove.
+    Avatar {
+        /// The channel (123 or c:123).
+        channel: ChannelId,
+        /// The image.
+        #[arg(required_unless_present = "remove")]
+        media: Option<MediaId>,
+        /// Remove the picture.
+        #[arg(long, conflicts_with = "media")]
+        remove: bool,
+    },
     /// Print the channel's profile.
     Info {
         /// The channel (123 or c:123).
@@ -502,6 +513,17 @@ enum GroupCommand {
         /// owner, admin or member.
         #[arg(value_parser = parse_role)]
         role: GroupRole,
+    },
+    /// Set the group's picture (an image id from `media upload`), or remove it with --remove.
+    Avatar {
+        /// The group (123 or g:123).
+        group: GroupId,
+        /// The image.
+        #[arg(required_unless_present = "remove")]
+        media: Option<MediaId>,
+        /// Remove the picture.
+        #[arg(long, conflicts_with = "media")]
+        remove: bool,
     },
     /// Print the group's profile.
     Info {
@@ -784,6 +806,15 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
                 json!({ "group": group.get(), "user": user.as_str(), "role": name }),
             )
         }
+        Command::Group(GroupCommand::Avatar { group, media, .. }) => {
+            client
+                .set_avatar(ConversationRef::Group(group), media.clone())
+                .await?;
+            out.line(
+                &format!("avatar of {group} set"),
+                json!({ "group": group.get(), "avatar": media.as_ref().map(MediaId::as_str) }),
+            )
+        }
         Command::Group(GroupCommand::Info { group }) => {
             let info = client.group_info(group).await?;
             out.line(
@@ -804,6 +835,7 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
                     "member_count": info.member_count,
                     "created_at_ms": info.created_at_ms,
                     "large": info.large,
+                    "avatar": info.avatar.as_ref().map(MediaId::as_str),
                 }),
             )
         }
@@ -945,6 +977,13 @@ async fn channel(client: &Client, out: &Output, command: ChannelCommand) -> Resu
             });
             history(client, out, thread, &page).await
         }
+        ChannelCommand::Avatar { channel, media, .. } => {
+            client.set_avatar(id(channel), media.clone()).await?;
+            out.line(
+                &format!("avatar of {channel} set"),
+                json!({ "channel": channel.get(), "avatar": media.as_ref().map(MediaId::as_str) }),
+            )
+        }
         ChannelCommand::Info { channel } => {
             let info = client.channel_info(channel).await?;
             let role = info.role.map_or("not subscribed", role_name);
@@ -967,6 +1006,7 @@ async fn channel(client: &Client, out: &Output, command: ChannelCommand) -> Resu
                     "created_at_ms": info.created_at_ms,
                     "signed": info.signed,
                     "role": info.role.map(role_name),
+                    "avatar": info.avatar.as_ref().map(MediaId::as_str),
                 }),
             )
         }
@@ -1446,6 +1486,13 @@ fn describe(message: &Message) -> (String, bool) {
             format!("{} created channel \"{title}\"", message.sender),
             true,
         ),
+        MessageBody::System(SystemEvent::AvatarChanged { media }) => match media {
+            Some(media) => (
+                format!("{} set the picture to media {}", message.sender, media.id),
+                true,
+            ),
+            None => (format!("{} removed the picture", message.sender), true),
+        },
         MessageBody::System(SystemEvent::MemberLeft { user }) => {
             (format!("{user} left the group"), true)
         }

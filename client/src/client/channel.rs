@@ -3,8 +3,8 @@
 //! are sends to the post's thread, `ConversationId::Comments { channel, post }`.
 
 use piazza_protocol::{
-    ChannelId, ChannelInfo, ClientMsgId, ConversationId, ConversationRef, PostStats, PresenceState,
-    Request, Response, ScheduledPost, SendAck, Seq, UserId,
+    ChannelId, ChannelInfo, ClientMsgId, ConversationId, ConversationRef, MediaId, PostStats,
+    PresenceState, Request, Response, ScheduledPost, SendAck, Seq, UserId,
 };
 
 use super::{Client, Retry};
@@ -202,6 +202,20 @@ impl Client {
             Response::PostStats(stats) => Ok(stats),
             other => Err(transport::unexpected("post_stats", &other)),
         }
+    }
+
+    /// Sets (or with `None` removes) the picture of a group or channel (owner and admins). Upload
+    /// the image first ([`Client::upload`]).
+    pub async fn set_avatar(
+        &self,
+        conversation: ConversationRef,
+        media: Option<MediaId>,
+    ) -> Result<(), ClientError> {
+        let request = Request::SetAvatar {
+            conversation,
+            media,
+        };
+        self.done_call("set_avatar", request, Retry::Safe).await
     }
 
     /// Shares (or stops sharing) this user's online state with watchers, for as long as this

@@ -114,6 +114,55 @@ async fn send(
     .await
 }
 
+/// Sets or removes the picture of a group or channel: the blob is checked here like a media send
+/// (uploaded by the caller, or referenced in the conversation); the conversation's actor checks
+/// the caller's role.
+pub(super) fn handle_set_avatar(
+    ctx: Arc<NodeContext>,
+    user: UserId,
+    conversation: ConversationRef,
+    media: Option<MediaId>,
+    reply: RpcReplyPort<Response>,
+) {
+    tokio::spawn(async move {
+        let response = set_avatar(&ctx, user, &conversation, media).await;
+        let _ = reply.send(response.unwrap_or_else(Response::Error));
+    });
+}
+
+async fn set_avatar(
+    ctx: &Arc<NodeContext>,
+    user: UserId,
+    conversation: &ConversationRef,
+    media: Option<MediaId>,
+) -> Result<Response, ErrorCode> {
+    let id = resolve(&user, conversation)?;
+    let info = match media {
+        None => None,
+        Some(media) => {
+            if !ctx.media.uploaded_by(&user, &media).await && !referenced(ctx, &media, &id)? {
+                return Err(ErrorCode::Forbidden);
+            }
+            let info = ctx
+                .media
+                .stat(&media)
+                .await
+                .map_err(|e| e.to_error_code())?
+                .ok_or(ErrorCode::NotFound)?;
+            if !info.mime.starts_with("image/") {
+                return Err(ErrorCode::invalid("media", "a picture must be an image"));
+            }
+            Some(info)
+        }
+    };
+    ctx.ask_conversation(&id, |reply| ConversationMsg::SetAvatar {
+        user,
+        media: info,
+        reply,
+    })
+    .await
+}
+
 /// Authorizes a download and answers with its header; the transport then streams the bytes.
 async fn download(
     ctx: &Arc<NodeContext>,

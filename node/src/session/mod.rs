@@ -644,6 +644,10 @@ impl SessionState {
                 let op = ChannelOp::Stats { posts, view: false };
                 self.channel(channel, op, reply).await;
             }
+            Request::SetAvatar {
+                conversation,
+                media,
+            } => media::handle_set_avatar(ctx, user, conversation, media, reply),
             Request::SetPresence { visible } => {
                 let sent = ctx.relay.send_message(RelayMsg::SetPresence {
                     session: self.id,

@@ -131,6 +131,8 @@ pub struct GroupRecord {
     pub invite_secret: Option<String>,
     /// Banned users, at most [`BANNED_MAX`].
     pub banned: Vec<UserId>,
+    /// The group's picture.
+    pub avatar: Option<MediaId>,
 }
 
 /// What is stored about a channel besides its subscribers (member rows) and posts.
@@ -146,6 +148,8 @@ pub struct ChannelRecord {
     pub created_at_ms: u64,
     /// Whether new posts show their author.
     pub signed: bool,
+    /// The channel's picture.
+    pub avatar: Option<MediaId>,
 }
 
 /// A per-post counter.
@@ -423,9 +427,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
 /// Format byte of message rows.
 const MESSAGE_ROW_V1: u8 = 1;
 /// Format byte of group rows: v1 held name, owner and creation time; v2 adds the description,
-/// the invite secret and the ban list.
+/// the invite secret and the ban list; v3 the avatar.
 const GROUP_ROW_V1: u8 = 1;
 const GROUP_ROW_V2: u8 = 2;
+const GROUP_ROW_V3: u8 = 3;
 
 fn encode_message_row(message: &Message) -> Result<Vec<u8>, StorageError> {
     let body = piazza_protocol::codec::encode(message).map_err(|e| StorageError::Corrupt {
@@ -455,7 +460,7 @@ fn decode_message_row(row: &[u8]) -> Result<Message, StorageError> {
 
 fn encode_group_row(record: &GroupRecord) -> Vec<u8> {
     let mut row = Vec::with_capacity(64 + record.name.len() + record.description.len());
-    row.push(GROUP_ROW_V2);
+    row.push(GROUP_ROW_V3);
     row.extend_from_slice(&record.created_at_ms.to_be_bytes());
     put_str(&mut row, record.owner.as_str());
     put_str(&mut row, &record.name);
@@ -466,7 +471,19 @@ fn encode_group_row(record: &GroupRecord) -> Vec<u8> {
     for user in &record.banned {
         put_str(&mut row, user.as_str());
     }
+    put_str(&mut row, record.avatar.as_ref().map_or("", MediaId::as_str));
     row
+}
+
+fn read_avatar(reader: &mut RowReader<'_>) -> Result<Option<MediaId>, StorageError> {
+    let avatar = reader.string()?;
+    if avatar.is_empty() {
+        return Ok(None);
+    }
+    avatar
+        .parse::<MediaId>()
+        .map(Some)
+        .map_err(|_| reader.corrupt("avatar media id"))
 }
 
 /// Reads a hand-encoded row front to back.
@@ -520,7 +537,7 @@ impl<'a> RowReader<'a> {
 
 fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
     let (version, rest) = match row.split_first() {
-        Some((&v @ (GROUP_ROW_V1 | GROUP_ROW_V2), rest)) => (v, rest),
+        Some((&v @ (GROUP_ROW_V1 | GROUP_ROW_V2 | GROUP_ROW_V3), rest)) => (v, rest),
         _ => {
             return Err(StorageError::Corrupt {
                 table: "groups",
@@ -542,8 +559,9 @@ fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
         description: String::new(),
         invite_secret: None,
         banned: Vec::new(),
+        avatar: None,
     };
-    if version == GROUP_ROW_V2 {
+    if version >= GROUP_ROW_V2 {
         record.description = reader.string()?;
         let secret = reader.string()?;
         record.invite_secret = (!secret.is_empty()).then_some(secret);
@@ -554,6 +572,9 @@ fn decode_group_row(row: &[u8]) -> Result<GroupRecord, StorageError> {
         for _ in 0..count {
             record.banned.push(reader.user()?);
         }
+    }
+    if version >= GROUP_ROW_V3 {
+        record.avatar = read_avatar(&mut reader)?;
     }
     Ok(record)
 }
@@ -578,6 +599,7 @@ fn encode_channel_row(record: &ChannelRecord) -> Vec<u8> {
     put_str(&mut row, record.owner.as_str());
     put_str(&mut row, &record.title);
     put_str(&mut row, &record.description);
+    put_str(&mut row, record.avatar.as_ref().map_or("", MediaId::as_str));
     row
 }
 
@@ -599,6 +621,7 @@ fn decode_channel_row(row: &[u8]) -> Result<ChannelRecord, StorageError> {
         owner: reader.user()?,
         title: reader.string()?,
         description: reader.string()?,
+        avatar: read_avatar(&mut reader)?,
         created_at_ms,
         signed,
     })

@@ -117,6 +117,7 @@ fn groups_members_receipts() {
         description: "weekend trips".into(),
         invite_secret: Some("s3cret".into()),
         banned: vec![user("mallory")],
+        avatar: Some(MediaId::from_digest(&[7; 32])),
     };
     commit(
         &storage,
@@ -290,6 +291,7 @@ fn corrupt_rows_are_errors() {
         description: String::new(),
         invite_secret: None,
         banned: Vec::new(),
+        avatar: None,
     };
     let row = encode_group_row(&record);
     // Rows written by the first format (name, owner, time) still decode.
@@ -611,4 +613,111 @@ fn pinned_are_ordered_by_pin_time() {
         storage.pinned(&conv, 10).unwrap(),
         [Seq::new(9), Seq::new(7)]
     );
+}
+
+#[test]
+fn channels_schedules_views_and_counters() {
+    use crate::storage::{ChannelRecord, CounterKind, DuePost};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let channel = ChannelId::new(5).unwrap();
+    let conv = ConversationId::Channel(channel);
+    let record = ChannelRecord {
+        title: "deals".into(),
+        description: "daily".into(),
+        owner: user("shop"),
+        created_at_ms: 3,
+        signed: true,
+        avatar: None,
+    };
+    let post = |id: &str, at_ms: u64| ScheduledPost {
+        client_msg_id: id.parse().unwrap(),
+        at_ms,
+        author: user("shop"),
+        text: format!("text {id}"),
+    };
+    commit(
+        &storage,
+        vec![
+            Write::Channel {
+                id: channel,
+                record: record.clone(),
+            },
+            Write::AddMember {
+                conversation: conv.clone(),
+                user: user("bob"),
+                role: Role::Member,
+            },
+            Write::Schedule {
+                channel,
+                post: post("late", 300),
+            },
+            Write::Schedule {
+                channel,
+                post: post("early", 100),
+            },
+            Write::View {
+                conversation: conv.clone(),
+                post: Seq::new(2),
+                user: user("bob"),
+            },
+            Write::Counter {
+                conversation: conv.clone(),
+                post: Seq::new(2),
+                kind: CounterKind::Views,
+                value: 1,
+            },
+        ],
+    )
+    .unwrap();
+    assert_eq!(storage.channel(channel).unwrap(), Some(record));
+    assert_eq!(
+        storage.member_role(&conv, &user("bob")).unwrap(),
+        Some(Role::Member)
+    );
+    assert_eq!(storage.member_role(&conv, &user("eve")).unwrap(), None);
+    let scheduled = storage.scheduled(channel, 10).unwrap();
+    assert_eq!(scheduled.len(), 2);
+    // The due index is ordered by time and stops at `until`.
+    let (due, next) = storage.due(200, 10).unwrap();
+    let early = DuePost {
+        at_ms: 100,
+        channel,
+        client_msg_id: "early".parse().unwrap(),
+    };
+    assert_eq!((due, next), (vec![early], Some(300)));
+    assert_eq!(storage.due(50, 10).unwrap(), (Vec::new(), Some(100)));
+    assert!(
+        storage
+            .has_viewed(&conv, Seq::new(2), &user("bob"))
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .has_viewed(&conv, Seq::new(3), &user("bob"))
+            .unwrap()
+    );
+    assert_eq!(
+        storage
+            .counter(&conv, Seq::new(2), CounterKind::Views)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        storage
+            .counter(&conv, Seq::new(2), CounterKind::Comments)
+            .unwrap(),
+        0
+    );
+    commit(
+        &storage,
+        vec![Write::Unschedule {
+            channel,
+            client_msg_id: "early".parse().unwrap(),
+            at_ms: 100,
+        }],
+    )
+    .unwrap();
+    assert_eq!(storage.scheduled(channel, 10).unwrap().len(), 1);
+    assert_eq!(storage.due(1000, 10).unwrap().0.len(), 1);
 }

@@ -221,7 +221,7 @@ impl ConversationState {
 
     /// Persists a change that also appended `message`; fans it out and answers `done` after the
     /// commit. If the batch cannot be queued, the in-memory change is dropped by restarting.
-    fn publish_change(
+    pub(super) fn publish_change(
         &mut self,
         myself: &ActorRef<ConversationMsg>,
         writes: Vec<Write>,

@@ -117,6 +117,12 @@ pub(crate) enum ConversationMsg {
         op: ChannelOp,
         reply: RpcReplyPort<Response>,
     },
+    /// Set or remove the picture of a group or channel (the blob was checked by the session).
+    SetAvatar {
+        user: UserId,
+        media: Option<piazza_protocol::MediaInfo>,
+        reply: RpcReplyPort<Response>,
+    },
     /// The members whose presence `user` may watch here.
     PresenceTargets {
         user: UserId,
@@ -139,6 +145,7 @@ impl ConversationMsg {
             | ConversationMsg::Pinned { reply, .. }
             | ConversationMsg::Group { reply, .. }
             | ConversationMsg::Channel { reply, .. }
+            | ConversationMsg::SetAvatar { reply, .. }
             | ConversationMsg::History { reply, .. }
             | ConversationMsg::Receipt { reply, .. }
             | ConversationMsg::Receipts { reply, .. }
@@ -177,6 +184,7 @@ impl ConversationMsg {
             | ConversationMsg::Pinned { user, .. }
             | ConversationMsg::Group { user, .. }
             | ConversationMsg::Channel { user, .. }
+            | ConversationMsg::SetAvatar { user, .. }
             | ConversationMsg::History { user, .. }
             | ConversationMsg::ReadAfter { user, .. }
             | ConversationMsg::Receipt { user, .. }
@@ -427,6 +435,22 @@ impl Actor for ConversationActor {
             }
             ConversationMsg::Channel { user, op, reply } => {
                 state.handle_channel(&myself, user, op, reply)
+            }
+            ConversationMsg::SetAvatar { user, media, reply } => {
+                match state
+                    .core
+                    .handle_set_avatar(&user, media, crate::node::now_ms())
+                {
+                    Err(code) => {
+                        let _ = reply.send(Response::Error(code));
+                    }
+                    Ok(None) => {
+                        let _ = reply.send(Response::Done);
+                    }
+                    Ok(Some((writes, message))) => {
+                        state.publish_change(&myself, writes, message, Response::Done, reply);
+                    }
+                }
             }
             ConversationMsg::Pinned { user, reply } => {
                 let result = state.core.authorize(&user).and_then(|()| {

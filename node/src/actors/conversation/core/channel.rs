@@ -87,6 +87,7 @@ impl ConversationCore {
             owner: owner.clone(),
             created_at_ms: now_ms,
             signed,
+            avatar: None,
         };
         let mut writes = vec![
             Write::Channel {
@@ -254,6 +255,7 @@ impl ConversationCore {
                 created_at_ms: record.created_at_ms,
                 signed: record.signed,
                 role: self.role(user).map(Role::to_wire),
+                avatar: record.avatar.clone(),
             }),
             Kind::Channel { record: None, .. } => Err(ErrorCode::NotFound),
             _ => Err(ErrorCode::invalid("conversation", "not a channel")),

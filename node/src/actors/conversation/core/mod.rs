@@ -9,7 +9,7 @@ use std::sync::Arc;
 use piazza_protocol::limits::{PINNED_MAX, REACTIONS_DISTINCT_MAX};
 use piazza_protocol::{
     ChannelId, ClientMsgId, ConversationId, ErrorCode, ForwardedFrom, GroupId, GroupInfo,
-    GroupRole, Member, Message, MessageBody, MessageUpdate, ReactionCount, ReceiptKind,
+    GroupRole, MediaInfo, Member, Message, MessageBody, MessageUpdate, ReactionCount, ReceiptKind,
     ReceiptState, ScheduledPost, SendAck, Seq, SystemEvent, UserId,
 };
 
@@ -889,6 +889,64 @@ impl ConversationCore {
         Ok(Some((writes, message)))
     }
 
+    /// A moderator sets or removes the picture of a group or channel. Returns the writes (the
+    /// record, and a media reference so members may download it) and the announcement.
+    pub(crate) fn handle_set_avatar(
+        &mut self,
+        by: &UserId,
+        media: Option<MediaInfo>,
+        now_ms: u64,
+    ) -> Result<Option<(Vec<Write>, Message)>, ErrorCode> {
+        self.require_moderator(by)?;
+        let id = media.as_ref().map(|m| m.id.clone());
+        let mut writes = match &mut self.kind {
+            Kind::Group {
+                id: group,
+                record: Some(record),
+                ..
+            } => {
+                if record.avatar == id {
+                    return Ok(None);
+                }
+                record.avatar = id.clone();
+                vec![Write::Group {
+                    id: *group,
+                    record: record.clone(),
+                }]
+            }
+            Kind::Channel {
+                id: channel,
+                record: Some(record),
+                ..
+            } => {
+                if record.avatar == id {
+                    return Ok(None);
+                }
+                record.avatar = id.clone();
+                vec![Write::Channel {
+                    id: *channel,
+                    record: record.clone(),
+                }]
+            }
+            _ => {
+                return Err(ErrorCode::invalid(
+                    "conversation",
+                    "only groups and channels have a picture",
+                ));
+            }
+        };
+        if let Some(media) = id {
+            writes.push(Write::MediaRef {
+                media,
+                conversation: self.id.clone(),
+            });
+        }
+        let sender = self.author(by)?;
+        let (message, more) = self.system(&sender, SystemEvent::AvatarChanged { media }, now_ms)?;
+        writes.extend(more);
+        Ok(Some((writes, message)))
+    }
+
     /// The group's profile, for a member.
     pub(crate) fn group_info(
         &self,
@@ -909,6 +967,7 @@ impl ConversationCore {
                 member_count: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
                 created_at_ms: record.created_at_ms,
                 large: self.members.len() > large_members,
+                avatar: record.avatar.clone(),
             }),
             _ => Err(ErrorCode::invalid("conversation", "not a group")),
         }
@@ -1041,6 +1100,7 @@ impl ConversationCore {
             description: String::new(),
             invite_secret: None,
             banned: Vec::new(),
+            avatar: None,
         };
         let mut writes = vec![Write::Group {
             id: *id,
