@@ -7,15 +7,17 @@
 //! `loadtest/README.md`.
 //!
 //! Scenarios: `chat` (pairs of users writing to each other), `group` (groups of N, everyone
-//! writing into their group). `compare` sets two reports side by side.
+//! writing into their group), `connect` (a connection storm, then idle connections). `compare`
+//! sets two reports side by side.
 //!
 //! Code map: `traffic.rs` (what the message scenarios share: connect, send, receive, drain),
-//! `chat.rs` and `group.rs` (who talks to whom), `compare.rs`, `pacing.rs` (the open-loop
+//! `chat.rs` and `group.rs` (who talks to whom), `connect.rs`, `compare.rs`, `pacing.rs` (the open-loop
 //! schedule), `ledger.rs` (loss/duplicate/order bookkeeping), `hist.rs` (latency percentiles),
 //! `node.rs` (spawning a node, `/proc` and `/metrics` readings), `report.rs` (the JSON report).
 
 mod chat;
 mod compare;
+mod connect;
 mod group;
 mod hist;
 mod ledger;
@@ -31,9 +33,10 @@ use anyhow::{Context, Result, bail};
 use clap::error::ErrorKind;
 use clap::{ArgGroup, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::connect::{ConnectOutcome, ConnectParams};
 use crate::node::{SpawnedNode, Target};
 use crate::report::Report;
-use crate::traffic::TrafficParams;
+use crate::traffic::{TrafficOutcome, TrafficParams};
 
 /// The scenarios this build offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -42,6 +45,8 @@ enum Scenario {
     Chat,
     /// Groups of --group-size users, every member writing into its group.
     Group,
+    /// A connection storm (--clients connections), then the connections held idle.
+    Connect,
 }
 
 impl Scenario {
@@ -49,6 +54,7 @@ impl Scenario {
         match self {
             Scenario::Chat => "chat",
             Scenario::Group => "group",
+            Scenario::Connect => "connect",
         }
     }
 }
@@ -156,7 +162,7 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
                 cli.clients
             )));
         }
-        Some(Scenario::Chat) => {}
+        Some(Scenario::Chat | Scenario::Connect) => {}
         Some(Scenario::Group) => {
             let Some(group_size) = cli.group_size else {
                 return Err(usage("--scenario group needs --group-size N".to_owned()));
@@ -272,13 +278,32 @@ async fn run(cli: Cli) -> Result<()> {
         Some(size) => Some(usize::try_from(size).context("--group-size")?),
         None => None,
     };
+    let admin = match &source {
+        NodeSource::Spawned(node) => node.admin_addr(),
+        NodeSource::External => None,
+    };
     let outcome = async {
         let members = match (scenario, group_size) {
             (Scenario::Chat, _) => chat::setup(clients, &tag, &target).await?,
             (Scenario::Group, Some(size)) => group::setup(clients, size, &tag, &target).await?,
             (Scenario::Group, None) => bail!("--scenario group needs --group-size"),
+            (Scenario::Connect, _) => {
+                let connect_params = ConnectParams {
+                    clients,
+                    rate: cli.rate,
+                    hold: params.duration,
+                    node_pid,
+                    admin,
+                    ticks_per_s,
+                    run_tag: tag.clone(),
+                };
+                let storm = connect::run(&connect_params, &target).await?;
+                let mut traffic = TrafficOutcome::without_messages(storm.cpu, storm.reconnects)?;
+                traffic.errors = storm.errors.clone();
+                return Ok((traffic, Some(storm)));
+            }
         };
-        traffic::run(&params, members).await
+        Ok((traffic::run(&params, members).await?, None))
     }
     .await;
 
@@ -305,9 +330,15 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("warning: the node exited with {status}");
         }
     }
-    let outcome = outcome?;
+    let (outcome, storm) = outcome?;
 
     let duration_s = params.duration.as_secs_f64();
+    // A connection storm has no warmup: its window is the hold after the storm.
+    let warmup_s = if storm.is_some() {
+        0.0
+    } else {
+        params.warmup.as_secs_f64()
+    };
     let report = Report {
         version: env!("CARGO_PKG_VERSION"),
         scenario: scenario.name(),
@@ -323,10 +354,23 @@ async fn run(cli: Cli) -> Result<()> {
         group_size,
         message_bytes,
         duration_s,
-        warmup_s: params.warmup.as_secs_f64(),
+        warmup_s,
         drain_s: (outcome.drain.as_secs_f64() * 1000.0).round() / 1000.0,
         rate_target_per_s: cli.rate,
         sent: outcome.attempts,
+        connect_attempts: storm.as_ref().map(|s| s.attempts),
+        connected: storm.as_ref().map(|s| s.connected),
+        handshakes_per_s: storm.as_ref().and_then(ConnectOutcome::handshakes_per_s),
+        handshake_us: storm.as_ref().map(|s| s.handshake.percentiles()),
+        connect_s: storm.as_ref().map(ConnectOutcome::connect_s),
+        node_cpu_connect_s: storm.as_ref().and_then(|s| s.node_cpu_storm_s),
+        idle_connections: storm.as_ref().map(|s| s.idle_connections),
+        idle_connections_node: storm.as_ref().and_then(|s| s.idle_connections_node),
+        node_rss_before_bytes: storm.as_ref().and_then(|s| s.rss_before),
+        node_rss_after_bytes: storm.as_ref().and_then(|s| s.rss_after),
+        node_rss_per_connection_bytes: storm
+            .as_ref()
+            .and_then(ConnectOutcome::rss_per_connection_bytes),
         acked: outcome.tally.acked,
         delivered: outcome.tally.delivered,
         lost: outcome.tally.lost,

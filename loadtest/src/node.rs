@@ -371,9 +371,14 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// `VmHWM` (peak resident set) in bytes, from the text of `/proc/<pid>/status`.
 fn parse_peak_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    parse_status_kib(status, "VmHWM:")
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`, …) in bytes.
+fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line
-        .trim_start_matches("VmHWM:")
+        .trim_start_matches(key)
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -394,11 +399,20 @@ pub(crate) fn cpu_seconds(pid: Option<u32>, ticks_per_s: u64) -> Option<f64> {
 
 /// Peak resident memory of a process in bytes. `pid` `None`: this process.
 pub(crate) fn peak_rss_bytes(pid: Option<u32>) -> Option<u64> {
+    parse_peak_rss(&read_status(pid)?)
+}
+
+/// Resident memory of a process now (`VmRSS`) in bytes. `pid` `None`: this process.
+pub(crate) fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    parse_status_kib(&read_status(pid)?, "VmRSS:")
+}
+
+fn read_status(pid: Option<u32>) -> Option<String> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
         None => "/proc/self/status".to_owned(),
     };
-    parse_peak_rss(&std::fs::read_to_string(path).ok()?)
+    std::fs::read_to_string(path).ok()
 }
 
 /// Busy CPU time of the whole machine in clock ticks (all CPUs: everything but idle and I/O
@@ -445,6 +459,10 @@ pub(crate) struct NodeCounters {
     pub(crate) send_mean_ms: Option<f64>,
     /// Storage queue pushes refused because it was full.
     pub(crate) storage_queue_full_total: f64,
+    /// QUIC connections open when the metrics were read (a gauge).
+    pub(crate) connections_active: f64,
+    /// Connections refused (over `server.max_connections`).
+    pub(crate) connections_refused_total: f64,
 }
 
 /// The sum of a metric over all its label sets, from Prometheus text.
@@ -501,6 +519,8 @@ fn parse_node_counters(text: &str) -> NodeCounters {
             1000.0,
         ),
         storage_queue_full_total: counter("piazza_storage_queue_full_total"),
+        connections_active: counter("piazza_connections_active"),
+        connections_refused_total: counter("piazza_connections_refused_total"),
     }
 }
 
@@ -599,6 +619,8 @@ mod tests {
         let status =
             "Name:\tpiazza-node\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
         assert_eq!(parse_peak_rss(status), Some(51_200 * 1024));
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(40_000 * 1024));
+        assert_eq!(parse_status_kib(status, "VmSwap:"), None);
     }
 
     #[test]

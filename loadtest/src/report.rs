@@ -35,6 +35,28 @@ pub(crate) struct Report {
     pub(crate) rate_target_per_s: Option<u64>,
     /// Send attempts over the whole run (warmup included).
     pub(crate) sent: u64,
+    /// `connect` only (`null` otherwise), like every field down to `node_rss_per_connection_bytes`:
+    /// connections attempted in the storm.
+    pub(crate) connect_attempts: Option<u64>,
+    /// Connections established (TLS handshake and `Hello` done).
+    pub(crate) connected: Option<u64>,
+    /// Connections established per second of storm.
+    pub(crate) handshakes_per_s: Option<f64>,
+    /// Intended start → `Welcome`, per established connection.
+    pub(crate) handshake_us: Option<Percentiles>,
+    /// Wall time of the storm: first start to last connection established.
+    pub(crate) connect_s: Option<f64>,
+    /// Node CPU time during the storm.
+    pub(crate) node_cpu_connect_s: Option<f64>,
+    /// Connections still on their first connection at the end of the hold (the clients' view).
+    pub(crate) idle_connections: Option<u64>,
+    /// Connections open on the node at the end of the hold (its `piazza_connections_active`).
+    pub(crate) idle_connections_node: Option<u64>,
+    /// Node resident memory (`VmRSS`) before the storm and at the end of the hold.
+    pub(crate) node_rss_before_bytes: Option<u64>,
+    pub(crate) node_rss_after_bytes: Option<u64>,
+    /// `(node_rss_after_bytes - node_rss_before_bytes) / idle_connections`.
+    pub(crate) node_rss_per_connection_bytes: Option<f64>,
     /// Sends acknowledged (durably stored).
     pub(crate) acked: u64,
     /// Distinct messages delivered to their recipient.
@@ -110,6 +132,75 @@ fn percentile_line(name: &str, p: &Percentiles) -> String {
 }
 
 impl Report {
+    fn errors_line(&self) -> String {
+        if self.errors_by_kind.is_empty() {
+            "none".to_owned()
+        } else {
+            self.errors_by_kind
+                .iter()
+                .map(|(kind, count)| format!("{kind} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    /// The lines of a `connect` run (`None` for other scenarios).
+    fn connect_summary(&self) -> Option<String> {
+        let handshake = self.handshake_us.as_ref()?;
+        let mut out = String::new();
+        let show = |v: Option<f64>, unit: &str| match v {
+            Some(v) => format!("{v:.0}{unit}"),
+            None => "-".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "connections  {} of {} established in {} s = {} handshakes/s; errors {} ({})",
+            self.connected.unwrap_or(0),
+            self.connect_attempts.unwrap_or(0),
+            self.connect_s
+                .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}")),
+            show(self.handshakes_per_s, ""),
+            self.errors,
+            self.errors_line()
+        );
+        let _ = writeln!(out, "{}", percentile_line("handshake", handshake));
+        let node_view = self
+            .idle_connections_node
+            .map(|n| format!(" (node: {n} open)"))
+            .unwrap_or_default();
+        let mib = |b: Option<u64>| show(b.map(|b| b as f64 / (1024.0 * 1024.0)), " MiB");
+        let _ = writeln!(
+            out,
+            "idle         {} connections after {} s{node_view}; node RSS {} -> {} = {} per \
+             connection; reconnects {}",
+            self.idle_connections.unwrap_or(0),
+            self.duration_s,
+            mib(self.node_rss_before_bytes),
+            mib(self.node_rss_after_bytes),
+            show(self.node_rss_per_connection_bytes, " B"),
+            self.reconnects
+        );
+        if let (Some(cpu), Some(connected)) = (self.node_cpu_connect_s, self.connected) {
+            let per = if connected > 0 {
+                format!(
+                    " = {:.2} ms per connection",
+                    cpu * 1000.0 / connected as f64
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "node         CPU {cpu:.2} s during the storm{per}");
+        }
+        if let (Some(cpu), Some(peak)) = (self.node_cpu_window_s, self.node_peak_rss_bytes) {
+            let _ = writeln!(
+                out,
+                "node         CPU {cpu:.2} s while idle; peak RSS {:.1} MiB",
+                peak as f64 / (1024.0 * 1024.0)
+            );
+        }
+        Some(out)
+    }
+
     /// A few lines for a person.
     pub(crate) fn summary(&self) -> String {
         let mut out = String::new();
@@ -121,6 +212,19 @@ impl Report {
             Some(size) => format!(" in groups of {size}"),
             None => String::new(),
         };
+        if let Some(connect) = self.connect_summary() {
+            let rate = match self.rate_target_per_s {
+                Some(rate) => format!("{rate} connections/s"),
+                None => "as fast as possible (--max)".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "piazza-loadtest connect: {} connections, {rate}, then held idle {} s, {} node",
+                self.clients, self.duration_s, self.node
+            );
+            out.push_str(&connect);
+            return out;
+        }
         let _ = writeln!(
             out,
             "piazza-loadtest {}: {} clients{groups} on {} connections, {rate}, {} s measured \
@@ -151,16 +255,7 @@ impl Report {
             self.seq_mismatch,
             self.unsent
         );
-        let errors = if self.errors_by_kind.is_empty() {
-            "none".to_owned()
-        } else {
-            self.errors_by_kind
-                .iter()
-                .map(|(kind, count)| format!("{kind} {count}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let _ = writeln!(out, "errors       {} ({errors})", self.errors);
+        let _ = writeln!(out, "errors       {} ({})", self.errors, self.errors_line());
         let _ = writeln!(out, "{}", percentile_line("latency", &self.latency_us));
         let _ = writeln!(
             out,

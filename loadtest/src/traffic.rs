@@ -120,6 +120,28 @@ pub(crate) struct TrafficOutcome {
     pub(crate) cpu: CpuWindow,
 }
 
+impl TrafficOutcome {
+    /// No messages at all: what a scenario without message traffic (`connect`) reports for the
+    /// message fields, with the CPU of its measured window and the reconnects it saw.
+    pub(crate) fn without_messages(cpu: CpuWindow, reconnects: u64) -> Result<TrafficOutcome> {
+        Ok(TrafficOutcome {
+            attempts: 0,
+            unsent: 0,
+            tally: Tally::default(),
+            errors: BTreeMap::new(),
+            latency: LatencyHist::new()?,
+            ack_latency: LatencyHist::new()?,
+            send_lag: LatencyHist::new()?,
+            delivered_in_window: 0,
+            acked_in_window: 0,
+            drain: Duration::ZERO,
+            foreign: 0,
+            reconnects,
+            cpu,
+        })
+    }
+}
+
 /// CPU seconds spent within the measured window.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CpuWindow {
@@ -165,7 +187,7 @@ pub(crate) fn parse_text(text: &str) -> Option<(u64, u64)> {
 }
 
 /// The label a failed send is counted under: the node's error code label, or the SDK's reason.
-fn error_label(error: &ClientError) -> String {
+pub(crate) fn error_label(error: &ClientError) -> String {
     match error {
         ClientError::Server(code) => code.label().to_owned(),
         ClientError::Invalid(code) => format!("invalid_request:{}", code.label()),
@@ -408,7 +430,7 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
 }
 
 /// CPU seconds of the node, of this process and of the whole machine between `from` and `to`.
-async fn cpu_window(
+pub(crate) async fn cpu_window(
     node_pid: Option<u32>,
     ticks_per_s: u64,
     from: Instant,
