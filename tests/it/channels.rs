@@ -360,7 +360,13 @@ async fn channel_with_ten_thousand_subscribers_delivers_every_post_once_in_order
         c.limits.request_burst = 100_000;
     })
     .await;
-    let owner = node.client_with("owner", "d", EventStart::Off).await;
+    let owner = node
+        .client_config("owner", "d", EventStart::Off, |c| {
+            // Ten thousand connections share this process's two cores with the node and this
+            // client: an answer can wait in line behind a whole fan-out.
+            c.request_timeout = Duration::from_secs(60);
+        })
+        .await;
     let channel = owner.create_channel("big", "", false).await.unwrap();
     let conversation = ConversationId::Channel(channel);
     let names: Vec<String> = (0..n).map(|i| format!("s{i:05}")).collect();

@@ -32,7 +32,13 @@ async fn big_group_every_member_gets_every_post_once_in_order() {
         c.limits.request_burst = 100_000;
     })
     .await;
-    let owner = node.client_with("owner", "d", EventStart::Off).await;
+    let owner = node
+        .client_config("owner", "d", EventStart::Off, |c| {
+            // Ten thousand connections share this process's two cores with the node and this
+            // client: an answer can wait in line behind a whole fan-out.
+            c.request_timeout = Duration::from_secs(60);
+        })
+        .await;
     let names: Vec<String> = (0..members_n - 1).map(|i| format!("m{i:05}")).collect();
     let conversation = owner.create_group("big", Vec::new()).await.unwrap();
     let piazza_protocol::ConversationId::Group(group) = conversation.clone() else {

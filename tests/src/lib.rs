@@ -159,6 +159,18 @@ impl TestNode {
     }
 
     pub async fn client_with(&self, user: &str, device: &str, events: EventStart) -> Client {
+        self.client_config(user, device, events, |_| {}).await
+    }
+
+    /// A client whose configuration `tweak` adjusts (for example a longer request timeout in
+    /// tests that load the machine with thousands of connections).
+    pub async fn client_config(
+        &self,
+        user: &str,
+        device: &str,
+        events: EventStart,
+        tweak: impl FnOnce(&mut ClientConfig),
+    ) -> Client {
         let mut config = ClientConfig::new(
             self.addr.to_string(),
             &self.ca,
@@ -166,6 +178,7 @@ impl TestNode {
             device.parse().unwrap(),
         );
         config.events = events;
+        tweak(&mut config);
         Client::connect(config).await.expect("connect")
     }
 

@@ -578,9 +578,12 @@ impl ConversationCore {
         }
     }
 
-    fn rebuild_members(&mut self) {
-        if let Kind::Group { roles, .. } = &self.kind {
-            self.members = Arc::new(roles.keys().cloned().collect());
+    /// Adds to the member set in place (copy-on-write: the set is copied only while a fan-out
+    /// still holds it), so growing a group by invitation is not quadratic.
+    fn add_members<'a>(&mut self, users: impl IntoIterator<Item = &'a UserId>) {
+        let members = Arc::make_mut(&mut self.members);
+        for user in users {
+            members.insert(user.clone());
         }
     }
 
@@ -654,7 +657,7 @@ impl ConversationCore {
                 role: Role::Member,
             });
         }
-        self.rebuild_members();
+        self.add_members(&added);
         let event = SystemEvent::MembersAdded {
             users: added,
             by: Some(by.clone()),
@@ -714,7 +717,7 @@ impl ConversationCore {
             user: user.clone(),
             role: Role::Member,
         }];
-        self.rebuild_members();
+        self.add_members([user]);
         let event = SystemEvent::MembersAdded {
             users: vec![user.clone()],
             by: None,
@@ -771,7 +774,7 @@ impl ConversationCore {
         if !was_member && !ban {
             return Err(ErrorCode::NotFound);
         }
-        self.rebuild_members();
+        Arc::make_mut(&mut self.members).remove(user);
         self.receipts.remove(user);
         let event = SystemEvent::MemberRemoved {
             user: user.clone(),
