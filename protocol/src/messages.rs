@@ -416,21 +416,10 @@ impl Request {
             Request::JoinByLink { link } => check_len("link", link.len(), INVITE_LINK_BYTES_MAX)?,
             Request::UpdateGroupInfo {
                 title, description, ..
-            } => {
-                if let Some(title) = title {
-                    if title.trim().is_empty() {
-                        return Err(ErrorCode::invalid("title", "empty title"));
-                    }
-                    check_len("title", title.len(), GROUP_NAME_BYTES_MAX)?;
-                }
-                if let Some(description) = description {
-                    check_len(
-                        "description",
-                        description.len(),
-                        GROUP_DESCRIPTION_BYTES_MAX,
-                    )?;
-                }
             }
+            | Request::UpdateChannel {
+                title, description, ..
+            } => check_profile(title.as_deref(), description.as_deref())?,
             Request::Members { limit, .. } => check_range("limit", *limit, MEMBERS_PAGE_MAX)?,
             Request::CreateInviteLink { .. }
             | Request::RemoveMember { .. }
@@ -443,34 +432,7 @@ impl Request {
             }
             Request::CreateChannel {
                 title, description, ..
-            } => {
-                if title.trim().is_empty() {
-                    return Err(ErrorCode::invalid("title", "empty title"));
-                }
-                check_len("title", title.len(), GROUP_NAME_BYTES_MAX)?;
-                check_len(
-                    "description",
-                    description.len(),
-                    GROUP_DESCRIPTION_BYTES_MAX,
-                )?;
-            }
-            Request::UpdateChannel {
-                title, description, ..
-            } => {
-                if let Some(title) = title {
-                    if title.trim().is_empty() {
-                        return Err(ErrorCode::invalid("title", "empty title"));
-                    }
-                    check_len("title", title.len(), GROUP_NAME_BYTES_MAX)?;
-                }
-                if let Some(description) = description {
-                    check_len(
-                        "description",
-                        description.len(),
-                        GROUP_DESCRIPTION_BYTES_MAX,
-                    )?;
-                }
-            }
+            } => check_profile(Some(title), Some(description))?,
             Request::SchedulePost { text, .. } => {
                 if text.is_empty() {
                     return Err(ErrorCode::invalid("text", "empty message"));
@@ -558,6 +520,24 @@ impl Request {
             Request::WatchPresence { .. } => "watch_presence",
         }
     }
+}
+
+/// A group's or channel's title (non-blank) and description, when given.
+fn check_profile(title: Option<&str>, description: Option<&str>) -> Result<(), ErrorCode> {
+    if let Some(title) = title {
+        if title.trim().is_empty() {
+            return Err(ErrorCode::invalid("title", "empty title"));
+        }
+        check_len("title", title.len(), GROUP_NAME_BYTES_MAX)?;
+    }
+    if let Some(description) = description {
+        check_len(
+            "description",
+            description.len(),
+            GROUP_DESCRIPTION_BYTES_MAX,
+        )?;
+    }
+    Ok(())
 }
 
 fn check_len(field: &str, len: usize, max: usize) -> Result<(), ErrorCode> {

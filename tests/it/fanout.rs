@@ -11,34 +11,14 @@ use piazza_tests::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Members of the big-group test: 10,000 (the figure), `PIAZZA_GROUP_MEMBERS` overrides it.
-fn members() -> usize {
-    std::env::var("PIAZZA_GROUP_MEMBERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
-}
-
 /// A group built by invitation up to 10,000 members, each online on their own QUIC connection:
 /// every member receives every post once and in order; a sample of them, syncing from a fresh
 /// device, gets exactly the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_group_every_member_gets_every_post_once_in_order() {
-    let members_n = members();
-    let node = TestNode::start_with(|c| {
-        c.limits.send_rate_per_s = 100_000;
-        c.limits.send_burst = 100_000;
-        c.limits.request_rate_per_s = 100_000;
-        c.limits.request_burst = 100_000;
-    })
-    .await;
-    let owner = node
-        .client_config("owner", "d", EventStart::Off, |c| {
-            // Ten thousand connections share this process's two cores with the node and this
-            // client: an answer can wait in line behind a whole fan-out.
-            c.request_timeout = Duration::from_secs(60);
-        })
-        .await;
+    // 10,000 members (the figure); `PIAZZA_GROUP_MEMBERS` overrides it.
+    let members_n = env_count("PIAZZA_GROUP_MEMBERS", 10_000);
+    let (node, owner) = swarm_node("owner").await;
     let names: Vec<String> = (0..members_n - 1).map(|i| format!("m{i:05}")).collect();
     let conversation = owner.create_group("big", Vec::new()).await.unwrap();
     let piazza_protocol::ConversationId::Group(group) = conversation.clone() else {

@@ -390,16 +390,7 @@ impl RawConnection {
         ca: &Path,
         alpn: &[u8],
     ) -> Result<RawConnection, String> {
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![alpn.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let crypto = client_crypto(ca, alpn);
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let connection = endpoint
@@ -436,6 +427,46 @@ impl RawConnection {
     ) -> Option<piazza_protocol::Response> {
         self.exchange(&codec::encode_frame(request).unwrap()).await
     }
+}
+
+/// TLS for a bare QUIC client that trusts the node's CA and offers `alpn`.
+pub fn client_crypto(ca: &Path, alpn: &[u8]) -> quinn::crypto::rustls::QuicClientConfig {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap()
+}
+
+/// A count from the environment variable `name`, or `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A node for the thousands-of-connections tests (rate limits out of the way) and its owner-side
+/// client, whose answers may queue behind a whole fan-out on two cores: it waits up to 60 s.
+pub async fn swarm_node(owner: &str) -> (TestNode, Client) {
+    let node = TestNode::start_with(|c| {
+        c.limits.send_rate_per_s = 100_000;
+        c.limits.send_burst = 100_000;
+        c.limits.request_rate_per_s = 100_000;
+        c.limits.request_burst = 100_000;
+    })
+    .await;
+    let client = node
+        .client_config(owner, "d", EventStart::Off, |c| {
+            c.request_timeout = Duration::from_secs(60);
+        })
+        .await;
+    (node, client)
 }
 
 /// The value of an unlabelled metric in Prometheus text, or 0 when absent.

@@ -86,16 +86,7 @@ async fn send(
     caption: String,
 ) -> Result<Response, ErrorCode> {
     let id = resolve(&user, conversation)?;
-    // Authorization before existence: a caller probing hashes learns nothing.
-    if !ctx.media.uploaded_by(&user, &media).await && !referenced(ctx, &media, &id)? {
-        return Err(ErrorCode::Forbidden);
-    }
-    let info = ctx
-        .media
-        .stat(&media)
-        .await
-        .map_err(|e| e.to_error_code())?
-        .ok_or(ErrorCode::NotFound)?;
+    let info = sendable(ctx, &user, &media, &id).await?;
     let draft = Draft {
         body: MessageBody::Media {
             media: info,
@@ -140,15 +131,7 @@ async fn set_avatar(
     let info = match media {
         None => None,
         Some(media) => {
-            if !ctx.media.uploaded_by(&user, &media).await && !referenced(ctx, &media, &id)? {
-                return Err(ErrorCode::Forbidden);
-            }
-            let info = ctx
-                .media
-                .stat(&media)
-                .await
-                .map_err(|e| e.to_error_code())?
-                .ok_or(ErrorCode::NotFound)?;
+            let info = sendable(ctx, &user, &media, &id).await?;
             if !info.mime.starts_with("image/") {
                 return Err(ErrorCode::invalid("media", "a picture must be an image"));
             }
@@ -216,6 +199,25 @@ async fn authorize(
     })
     .await
     .and_then(|answer| answer)
+}
+
+/// The blob `user` may put into conversation `id` (they uploaded it, or a message there references
+/// it already), or `Forbidden`; `NotFound` only after authorization, so probing hashes tells
+/// nothing.
+async fn sendable(
+    ctx: &Arc<NodeContext>,
+    user: &UserId,
+    media: &MediaId,
+    id: &ConversationId,
+) -> Result<piazza_protocol::MediaInfo, ErrorCode> {
+    if !ctx.media.uploaded_by(user, media).await && !referenced(ctx, media, id)? {
+        return Err(ErrorCode::Forbidden);
+    }
+    ctx.media
+        .stat(media)
+        .await
+        .map_err(|e| e.to_error_code())?
+        .ok_or(ErrorCode::NotFound)
 }
 
 /// Whether a message of conversation `id` references blob `media` (committed data, a point read).
