@@ -252,3 +252,53 @@ async fn edit_window_is_enforced() {
     node.stop().await;
     assert_no_warnings();
 }
+
+/// Many members react to one message at once: every reaction counts, although each rewrites the
+/// same message row while the previous rewrite may still be waiting for its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reactions_to_one_message_all_count() {
+    let node = TestNode::start().await;
+    let owner = node.client("owner").await;
+    let names: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+    let conversation = owner
+        .create_group("g", names.iter().map(|n| user(n)).collect())
+        .await
+        .unwrap();
+    let piazza_protocol::ConversationId::Group(group) = conversation else {
+        panic!()
+    };
+    let target = owner
+        .send(ConversationRef::Group(group), "react to me", None)
+        .await
+        .unwrap()
+        .seq;
+    let mut clients = Vec::new();
+    for name in &names {
+        clients.push(node.client_with(name, "d", EventStart::Off).await);
+    }
+    let mut tasks = Vec::new();
+    for client in clients {
+        tasks.push(tokio::spawn(async move {
+            // Twice each: the second is a no-op that must not count either.
+            for _ in 0..2 {
+                client
+                    .react(ConversationRef::Group(group), target, "🎉", true)
+                    .await
+                    .unwrap();
+            }
+            client
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let page = owner
+        .history(ConversationRef::Group(group), None, 100)
+        .await
+        .unwrap();
+    let message = page.messages.iter().find(|m| m.seq == target).unwrap();
+    assert_eq!(message.reactions.len(), 1);
+    assert_eq!(message.reactions[0].count, 20);
+    node.stop().await;
+    assert_no_warnings();
+}

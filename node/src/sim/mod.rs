@@ -118,6 +118,7 @@ impl Sim {
                 assert!(writes.iter().any(|w| matches!(w, Write::Message(_))));
                 self.pending.push((message, ack.seq));
             }
+            SendOutcome::Quiet { .. } => unreachable!("a send is never quiet"),
             SendOutcome::Duplicate { ack } => {
                 // Answered only after earlier writes commit (a barrier); in the simulation it is
                 // checked against what the client was told before, if anything.

@@ -259,6 +259,50 @@ pub(crate) struct ConversationState {
     /// (post, viewer) pairs counted during this activation, so a viewer counts once even before
     /// their first view is durable.
     viewed: HashSet<(Seq, UserId)>,
+    /// Message rows and reactions this actor rewrote, newer than storage while in flight.
+    written: Written,
+}
+
+/// Rows an actor rewrote (message rows changed by edits, deletions, reactions; reaction marks),
+/// read before storage so two changes to one message in quick succession never start from the
+/// same committed row. Only this actor writes these rows, so an entry is never older than
+/// storage; entries are dropped only when nothing is in flight.
+#[derive(Debug, Default)]
+struct Written {
+    targets: HashMap<Seq, Message>,
+    reacted: HashMap<(Seq, String, UserId), bool>,
+}
+
+/// Entries [`Written`] keeps before it forgets them (at a moment nothing is in flight).
+const WRITTEN_REMEMBERED_MAX: usize = 1024;
+
+impl Written {
+    /// Records the rows of an update's writes. `idle`: nothing of this actor is in flight, so
+    /// storage has everything remembered so far.
+    fn remember(&mut self, writes: &[Write], idle: bool) {
+        if idle && self.targets.len() + self.reacted.len() >= WRITTEN_REMEMBERED_MAX {
+            self.targets.clear();
+            self.reacted.clear();
+        }
+        for write in writes {
+            match write {
+                Write::Message(message) => {
+                    self.targets.insert(message.seq, message.clone());
+                }
+                Write::Reaction {
+                    target,
+                    emoji,
+                    user,
+                    added,
+                    ..
+                } => {
+                    self.reacted
+                        .insert((*target, emoji.clone(), user.clone()), *added);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 impl Actor for ConversationActor {
@@ -336,6 +380,7 @@ impl Actor for ConversationActor {
             ticker,
             views: HashMap::new(),
             viewed: HashSet::new(),
+            written: Written::default(),
         })
     }
 
@@ -618,6 +663,18 @@ impl ConversationState {
             Err(code) => {
                 let _ = reply.send(Response::Error(code));
             }
+            Ok(SendOutcome::Quiet { writes }) => {
+                let submitted = self.submit(myself, writes, move |res| {
+                    let _ =
+                        reply.send(res.map_or_else(
+                            |e| Response::Error(e.to_error_code()),
+                            |()| Response::Done,
+                        ));
+                });
+                if let Err(e) = submitted {
+                    tracing::debug!(error = %e, "quiet change not queued");
+                }
+            }
             Ok(SendOutcome::Duplicate { ack }) => {
                 metrics::counter!("piazza_sends_duplicate_total").increment(1);
                 // The original may still be in flight: answer once everything before is durable.
@@ -781,33 +838,46 @@ impl ConversationState {
     ) -> Result<Option<SendOutcome>, ErrorCode> {
         self.core.authorize(&user)?;
         let storage = &self.ctx.storage;
-        let stored = storage
-            .message(self.core.id(), target)
-            .map_err(|e| e.to_error_code())?;
+        // Rows this actor rewrote may still be in flight: its own cache is newer than storage.
+        let stored = match self.written.targets.get(&target) {
+            Some(message) => Some(message.clone()),
+            None => storage
+                .message(self.core.id(), target)
+                .map_err(|e| e.to_error_code())?,
+        };
         let change = match change {
             UpdateRequest::Edit { text } => Change::Edit { text },
             UpdateRequest::Delete => Change::Delete,
             UpdateRequest::Pin { pinned } => Change::Pin { pinned },
             UpdateRequest::React { emoji, add } => {
-                let already = storage
-                    .has_reacted(self.core.id(), target, &emoji, &user)
-                    .map_err(|e| e.to_error_code())?;
+                let key = (target, emoji, user.clone());
+                let already = match self.written.reacted.get(&key) {
+                    Some(reacted) => *reacted,
+                    None => storage
+                        .has_reacted(self.core.id(), target, &key.1, &user)
+                        .map_err(|e| e.to_error_code())?,
+                };
                 Change::React {
-                    emoji,
+                    emoji: key.1,
                     add,
                     already,
                 }
             }
         };
         let window = self.ctx.config.limits.edit_window_ms;
-        self.core.handle_update(
+        let outcome = self.core.handle_update(
             &user,
             client_msg_id,
             stored,
             change,
             crate::node::now_ms(),
             window,
-        )
+        )?;
+        if let Some(SendOutcome::Append { writes, .. } | SendOutcome::Quiet { writes }) = &outcome {
+            let idle = self.idle_storage();
+            self.written.remember(writes, idle);
+        }
+        Ok(outcome)
     }
 
     fn handle_receipt(

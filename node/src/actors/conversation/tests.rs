@@ -30,6 +30,7 @@ fn check_send(core: &mut ConversationCore, from: &str, id: &str) -> Result<(u64,
             Ok((ack.seq.get(), false))
         }
         SendOutcome::Duplicate { ack } => Ok((ack.seq.get(), true)),
+        SendOutcome::Quiet { .. } => panic!("a send is never quiet"),
     }
 }
 
@@ -257,7 +258,7 @@ fn stored_text(core: &mut ConversationCore, from: &str, id: &str) -> piazza_prot
         .unwrap()
     {
         SendOutcome::Append { message, .. } => message,
-        SendOutcome::Duplicate { .. } => panic!("unexpected duplicate"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -278,10 +279,12 @@ fn check_update(
     )?;
     Ok(match outcome {
         None => None,
-        Some(SendOutcome::Append { writes, .. }) => writes.into_iter().find_map(|w| match w {
-            Write::Message(m) if m.seq == target.seq => Some(m),
-            _ => None,
-        }),
+        Some(SendOutcome::Append { writes, .. } | SendOutcome::Quiet { writes }) => {
+            writes.into_iter().find_map(|w| match w {
+                Write::Message(m) if m.seq == target.seq => Some(m),
+                _ => None,
+            })
+        }
         Some(SendOutcome::Duplicate { .. }) => panic!("unexpected duplicate"),
     })
 }

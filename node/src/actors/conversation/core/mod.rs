@@ -84,6 +84,10 @@ pub(crate) enum SendOutcome {
     /// A retry of an already assigned message: answer with `ack` once everything before is
     /// durable (the original may still be in flight).
     Duplicate { ack: SendAck },
+    /// A change stored without a sequence entry (a subscriber's reaction to a channel post: a
+    /// broadcast per reaction would cost a delivery per subscriber). Persist `writes`, then
+    /// answer `Done`.
+    Quiet { writes: Vec<Write> },
 }
 
 /// What storage held for a conversation when its actor was activated.
@@ -516,6 +520,13 @@ impl ConversationCore {
                 )
             }
         };
+        if is_channel && matches!(update, MessageUpdate::Reaction { .. }) {
+            // Reactions to posts update the post's counts (history shows them) without a
+            // sequence entry: one reaction must not cost a delivery to every subscriber.
+            let mut writes = vec![Write::Message(target)];
+            writes.extend(extra);
+            return Ok(Some(SendOutcome::Quiet { writes }));
+        }
         let deleted = matches!(update, MessageUpdate::Deleted { .. });
         let (message, mut writes) =
             self.append(actor, client_msg_id, MessageBody::Update(update), now_ms)?;
