@@ -19,7 +19,8 @@
 //! - `100_sessions`: the users are spread over 100 sessions (several users' pushes in one queue):
 //!   the relay's cost without 100k task wake-ups;
 //! - `10pct_online`: a tenth of the recipients are online, one session each, the rest offline
-//!   members; the relay still looks up every recipient. Elements = online users only.
+//!   members. The relay walks the smaller side (here the online users) and looks each up in the
+//!   recipient set. Elements = online users only.
 //!
 //! Run: `cargo bench -p piazza-benches --bench fanout` (figures in benches/README.md).
 
