@@ -1,0 +1,393 @@
+//! The order state machine: statuses, commands, who may issue them, and the per-order command
+//! log that makes every command idempotent. [`super::shop::Shop`] applies commands, because a
+//! transition also moves stock, coupons and payments.
+//!
+//! ```text
+//!                ┌──────── cancel (customer or staff) / expire (timer) ────────┐
+//!                │                                                             ▼
+//! placed ─accept─► accepted ─request payment─► awaiting payment ─captured─► paid ─fulfil─► fulfilled
+//!   │                                                                         │              │
+//!   └─reject─► rejected                            cancel (owner, manager) ───┘           deliver
+//!                                                                                            ▼
+//!        refunded ◄── everything refunded ── paid / fulfilled / delivered / completed ◄─complete─ delivered
+//! ```
+//!
+//! Closed (final) statuses: rejected, cancelled, expired, completed and refunded — except that a
+//! completed order may still be refunded, and a cancelled one may be refunded again if a refund
+//! failed.
+//!
+//! | command | who | from |
+//! |---|---|---|
+//! | accept, reject | any staff | placed |
+//! | request payment (choose the plan) | the customer, any staff | accepted |
+//! | retry payment (a declined attempt) | the customer, any staff | awaiting payment, paid … completed |
+//! | cancel | the customer, any staff | placed, accepted, awaiting payment |
+//! | cancel | owner, manager | paid (not yet shipped) |
+//! | fulfil | any staff | paid |
+//! | mark delivered | the customer, any staff, the system | fulfilled |
+//! | complete | the customer, any staff, the system | delivered |
+//! | refund (partial or full) | owner, manager | paid, fulfilled, delivered, completed, cancelled |
+//!
+//! Expiry is not a command: [`super::shop::Shop::tick`] expires unpaid orders past their
+//! deadline. Payment and refund confirmations come from the provider, not from commands.
+//!
+//! **Idempotency.** Each command carries a [`CommandId`]. The order keeps the effects of every
+//! command it applied: the same id with the same command (and actor) returns those effects
+//! again, marked `replayed`, and changes nothing; the same id with another command is
+//! [`Error::CommandIdReused`]. A refused command is not recorded, so it is judged afresh when
+//! retried. A different id with a command the order already took is judged by the state machine
+//! (accepting an accepted order is [`Error::InvalidTransition`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use piazza_protocol::{Money, UserId};
+
+use super::actor::{Actor, StaffRole};
+use super::catalog::{Item, PricedItem};
+use super::error::Error;
+use super::event::Effects;
+use super::ids::{CommandId, CouponCode, OrderId};
+use super::payment::{OrderPayments, PaymentPlan, PaymentStatus};
+
+/// Most commands one order records. The state machine bounds them: one per forward transition,
+/// at most [`super::payment::ATTEMPTS_MAX`] retries per instalment and one refund per
+/// [`super::payment::REFUNDS_MAX`] refund slot; 64 is above any honest sequence.
+pub(crate) const COMMANDS_PER_ORDER_MAX: usize = 64;
+/// Longest rejection or cancellation reason in bytes.
+pub(crate) const REASON_BYTES_MAX: usize = 500;
+/// Longest tracking reference (carrier and number, or a URL) in bytes.
+pub(crate) const TRACKING_BYTES_MAX: usize = 300;
+
+/// Where an order is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum OrderStatus {
+    /// Sent by the customer; stock reserved. Waiting for the shop.
+    Placed,
+    /// The shop will serve it. Waiting for the customer to choose how to pay.
+    Accepted,
+    /// The shop refused it (closed).
+    Rejected,
+    /// A payment plan is chosen; waiting for the first payment.
+    AwaitingPayment,
+    /// Paid in full, or its first instalment: stock is sold, the shop ships.
+    Paid,
+    /// Shipped or handed over.
+    Fulfilled,
+    /// Arrived.
+    Delivered,
+    /// Done (still refundable).
+    Completed,
+    /// Cancelled by the customer or the shop (closed).
+    Cancelled,
+    /// Not paid in time (closed).
+    Expired,
+    /// Everything paid was refunded and nothing more will be charged (closed).
+    Refunded,
+}
+
+impl OrderStatus {
+    /// Not yet paid: stock is held, the coupon may be given back, the order may expire.
+    pub(crate) fn is_unpaid(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Placed | OrderStatus::Accepted | OrderStatus::AwaitingPayment
+        )
+    }
+
+    /// Paid and not refunded: instalments run, refunds may be asked.
+    pub(crate) fn is_paid(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid
+                | OrderStatus::Fulfilled
+                | OrderStatus::Delivered
+                | OrderStatus::Completed
+        )
+    }
+
+    /// Closed without being served: money that still arrives is given back.
+    pub(crate) fn is_closed(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Rejected | OrderStatus::Cancelled | OrderStatus::Expired
+        )
+    }
+
+    /// Nothing more will happen to the order's status.
+    pub(crate) fn is_final(self) -> bool {
+        self.is_closed() || matches!(self, OrderStatus::Completed | OrderStatus::Refunded)
+    }
+
+    /// A stable lower-case name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Placed => "placed",
+            OrderStatus::Accepted => "accepted",
+            OrderStatus::Rejected => "rejected",
+            OrderStatus::AwaitingPayment => "awaiting_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Fulfilled => "fulfilled",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Completed => "completed",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A command on an existing order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OrderCommand {
+    Accept,
+    Reject {
+        reason: String,
+    },
+    /// Choose how to pay; starts the first payment.
+    RequestPayment {
+        plan: PaymentPlan,
+    },
+    /// Try a declined payment again (the first one while awaiting payment, else the earliest
+    /// failed instalment).
+    RetryPayment,
+    Cancel {
+        reason: String,
+    },
+    Fulfil {
+        tracking: Option<String>,
+    },
+    MarkDelivered,
+    Complete,
+    /// Refund `amount`; refunding everything refundable also stops instalments not yet charged.
+    Refund {
+        amount: Money,
+    },
+}
+
+impl OrderCommand {
+    /// A stable name, for errors and logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            OrderCommand::Accept => "accept",
+            OrderCommand::Reject { .. } => "reject",
+            OrderCommand::RequestPayment { .. } => "request payment for",
+            OrderCommand::RetryPayment => "retry payment of",
+            OrderCommand::Cancel { .. } => "cancel",
+            OrderCommand::Fulfil { .. } => "fulfil",
+            OrderCommand::MarkDelivered => "mark delivered",
+            OrderCommand::Complete => "complete",
+            OrderCommand::Refund { .. } => "refund",
+        }
+    }
+}
+
+/// What a command id was used for: a replay must match it exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fingerprint {
+    /// Placement of explicit items.
+    Place {
+        actor: Actor,
+        items: Vec<Item>,
+        coupon: Option<CouponCode>,
+    },
+    /// Placement of the customer's cart.
+    Checkout {
+        actor: Actor,
+        coupon: Option<CouponCode>,
+    },
+    /// A command on the order.
+    Command { actor: Actor, command: OrderCommand },
+}
+
+/// One order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Order {
+    pub(super) id: OrderId,
+    pub(super) customer: UserId,
+    pub(super) lines: Vec<PricedItem>,
+    pub(super) subtotal: Money,
+    pub(super) discount: Money,
+    pub(super) total: Money,
+    pub(super) coupon: Option<CouponCode>,
+    pub(super) status: OrderStatus,
+    pub(super) placed_ms: u64,
+    /// When an unpaid order expires.
+    pub(super) expires_ms: u64,
+    pub(super) updated_ms: u64,
+    pub(super) tracking: Option<String>,
+    /// `None` until a payment plan is chosen (and for orders with nothing to pay).
+    pub(super) payments: Option<OrderPayments>,
+    pub(super) log: BTreeMap<CommandId, (Fingerprint, Effects)>,
+}
+
+impl Order {
+    pub(crate) fn id(&self) -> &OrderId {
+        &self.id
+    }
+
+    pub(crate) fn customer(&self) -> &UserId {
+        &self.customer
+    }
+
+    pub(crate) fn lines(&self) -> &[PricedItem] {
+        &self.lines
+    }
+
+    /// Before the coupon.
+    pub(crate) fn subtotal(&self) -> Money {
+        self.subtotal
+    }
+
+    pub(crate) fn discount(&self) -> Money {
+        self.discount
+    }
+
+    /// What the customer pays.
+    pub(crate) fn total(&self) -> Money {
+        self.total
+    }
+
+    pub(crate) fn coupon(&self) -> Option<&CouponCode> {
+        self.coupon.as_ref()
+    }
+
+    pub(crate) fn status(&self) -> OrderStatus {
+        self.status
+    }
+
+    pub(crate) fn placed_ms(&self) -> u64 {
+        self.placed_ms
+    }
+
+    pub(crate) fn expires_ms(&self) -> u64 {
+        self.expires_ms
+    }
+
+    pub(crate) fn updated_ms(&self) -> u64 {
+        self.updated_ms
+    }
+
+    pub(crate) fn tracking(&self) -> Option<&str> {
+        self.tracking.as_deref()
+    }
+
+    pub(crate) fn payments(&self) -> Option<&OrderPayments> {
+        self.payments.as_ref()
+    }
+
+    /// Whether the first payment's capture is with the provider right now.
+    pub(crate) fn capture_in_flight(&self) -> bool {
+        self.payments
+            .as_ref()
+            .and_then(OrderPayments::first)
+            .is_some_and(|p| p.status() == PaymentStatus::Capturing)
+    }
+
+    /// The stored effects of `command_id` if it was used with `fingerprint`; an error if it was
+    /// used for something else; `None` if it is new.
+    pub(super) fn replay(
+        &self,
+        command_id: &CommandId,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<Effects>, Error> {
+        match self.log.get(command_id) {
+            Some((logged, effects)) if logged == fingerprint => Ok(Some(Effects {
+                replayed: true,
+                ..effects.clone()
+            })),
+            Some(_) => Err(Error::CommandIdReused(command_id.clone())),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a command's effects under its id.
+    pub(super) fn record(
+        &mut self,
+        command_id: CommandId,
+        fingerprint: Fingerprint,
+        effects: &Effects,
+    ) {
+        self.log.insert(command_id, (fingerprint, effects.clone()));
+    }
+
+    /// Refuses a new command once the log is full.
+    pub(super) fn check_log_room(&self) -> Result<(), Error> {
+        if self.log.len() >= COMMANDS_PER_ORDER_MAX {
+            return Err(Error::TooMany {
+                what: "commands on an order",
+                max: COMMANDS_PER_ORDER_MAX,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether `actor` may issue `command` on `order`, and whether the order's status allows it.
+/// Checks, in order: a customer acts only on their own orders; the actor's kind may issue this
+/// command at all ([`Error::Forbidden`]); the status allows it ([`Error::InvalidTransition`]);
+/// the status allows it *for this actor* (only owners and managers cancel a paid order).
+pub(crate) fn authorize(actor: &Actor, order: &Order, command: &OrderCommand) -> Result<(), Error> {
+    use OrderCommand as C;
+    if let Actor::Customer(user) = actor
+        && user != &order.customer
+    {
+        return Err(Error::Forbidden {
+            action: "act on another customer's order",
+        });
+    }
+    let managers = [StaffRole::Owner, StaffRole::Manager];
+    let may_issue = match command {
+        C::Accept | C::Reject { .. } | C::Fulfil { .. } => actor.is_staff(),
+        C::RequestPayment { .. } | C::RetryPayment | C::Cancel { .. } => {
+            !matches!(actor, Actor::System)
+        }
+        C::MarkDelivered | C::Complete => true,
+        C::Refund { .. } => actor.is_staff_in(&managers),
+    };
+    if !may_issue {
+        return Err(Error::Forbidden {
+            action: command.name(),
+        });
+    }
+    check_transition(order.status, command)?;
+    if matches!(command, C::Cancel { .. })
+        && !order.status.is_unpaid()
+        && !actor.is_staff_in(&managers)
+    {
+        return Err(Error::Forbidden {
+            action: "cancel a paid order",
+        });
+    }
+    Ok(())
+}
+
+/// Whether the state machine allows `command` in `status` (see the module table).
+pub(crate) fn check_transition(status: OrderStatus, command: &OrderCommand) -> Result<(), Error> {
+    use OrderCommand as C;
+    use OrderStatus as S;
+    let allowed = match command {
+        C::Accept | C::Reject { .. } => status == S::Placed,
+        C::RequestPayment { .. } => status == S::Accepted,
+        C::RetryPayment => status == S::AwaitingPayment || status.is_paid(),
+        C::Cancel { .. } => status.is_unpaid() || status == S::Paid,
+        C::Fulfil { .. } => status == S::Paid,
+        C::MarkDelivered => status == S::Fulfilled,
+        C::Complete => status == S::Delivered,
+        C::Refund { .. } => status.is_paid() || status == S::Cancelled,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::InvalidTransition {
+            status,
+            command: command.name(),
+        })
+    }
+}
