@@ -29,6 +29,7 @@ pub(crate) async fn setup(clients: usize, run_tag: &str, target: &Target) -> Res
             to: ConversationRef::Direct { peer: peer_name },
             conversation,
             peers: vec![peer],
+            sends: true,
         });
     }
     Ok(members)

@@ -118,6 +118,8 @@ pub(crate) fn compare(a: &Value, b: &Value) -> Comparison {
         "clients",
         "connections",
         "group_size",
+        "channels",
+        "subscribers",
         "message_bytes",
         "rate_target_per_s",
         "duration_s",

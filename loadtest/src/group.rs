@@ -92,6 +92,7 @@ pub(crate) async fn setup(
             peers: (first..first + group_size)
                 .filter(|&i| i != index)
                 .collect(),
+            sends: true,
         });
     }
     Ok(members)

@@ -7,14 +7,15 @@
 //! `loadtest/README.md`.
 //!
 //! Scenarios: `chat` (pairs of users writing to each other), `group` (groups of N, everyone
-//! writing into their group), `connect` (a connection storm, then idle connections). `compare`
+//! writing into their group), `channel` (posters and their channels' subscribers), `connect` (a connection storm, then idle connections). `compare`
 //! sets two reports side by side.
 //!
 //! Code map: `traffic.rs` (what the message scenarios share: connect, send, receive, drain),
-//! `chat.rs` and `group.rs` (who talks to whom), `connect.rs`, `compare.rs`, `pacing.rs` (the open-loop
+//! `chat.rs`, `group.rs` and `channel.rs` (who talks to whom), `connect.rs`, `compare.rs`, `pacing.rs` (the open-loop
 //! schedule), `ledger.rs` (loss/duplicate/order bookkeeping), `hist.rs` (latency percentiles),
 //! `node.rs` (spawning a node, `/proc` and `/metrics` readings), `report.rs` (the JSON report).
 
+mod channel;
 mod chat;
 mod compare;
 mod connect;
@@ -34,6 +35,7 @@ use clap::error::ErrorKind;
 use clap::{ArgGroup, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::connect::{ConnectOutcome, ConnectParams};
+use crate::hist::LatencyHist;
 use crate::node::{SpawnedNode, Target};
 use crate::report::Report;
 use crate::traffic::{TrafficOutcome, TrafficParams};
@@ -47,6 +49,8 @@ enum Scenario {
     Group,
     /// A connection storm (--clients connections), then the connections held idle.
     Connect,
+    /// --channels posters, each posting into its own channel, and --subscribers listeners.
+    Channel,
 }
 
 impl Scenario {
@@ -55,6 +59,7 @@ impl Scenario {
             Scenario::Chat => "chat",
             Scenario::Group => "group",
             Scenario::Connect => "connect",
+            Scenario::Channel => "channel",
         }
     }
 }
@@ -116,6 +121,17 @@ struct Cli {
     /// Members per group (group scenario): 2 to 1001 (the creator and up to 1000 others).
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10_000))]
     group_size: Option<u64>,
+    /// Channel scenario: listening users (each its own connection); subscriber `i` follows
+    /// channel `i mod --channels`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    subscribers: Option<u64>,
+    /// Channel scenario: channels, each with its own posting user.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+    channels: Option<u64>,
+    /// Closed loop (--max): sends of one sender in flight at once, the next starting as soon as
+    /// one is acked. Default 1.
+    #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    in_flight: Option<u64>,
     /// Where to write the JSON report.
     #[arg(long, required = true)]
     json: Option<PathBuf>,
@@ -154,6 +170,13 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
     if cli.group_size.is_some() && cli.scenario != Some(Scenario::Group) {
         return Err(usage("--group-size goes with --scenario group".to_owned()));
     }
+    if (cli.subscribers.is_some() || cli.channels.is_some())
+        && cli.scenario != Some(Scenario::Channel)
+    {
+        return Err(usage(
+            "--subscribers and --channels go with --scenario channel".to_owned(),
+        ));
+    }
     match cli.scenario {
         None => {}
         Some(Scenario::Chat) if cli.clients & 1 == 1 => {
@@ -163,6 +186,25 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
             )));
         }
         Some(Scenario::Chat | Scenario::Connect) => {}
+        Some(Scenario::Channel) => {
+            let Some(subscribers) = cli.subscribers else {
+                return Err(usage("--scenario channel needs --subscribers N".to_owned()));
+            };
+            let channels = cli.channels.unwrap_or(1);
+            if subscribers < channels {
+                return Err(usage(format!(
+                    "--subscribers {subscribers} is fewer than --channels {channels}: every \
+                     channel needs a subscriber"
+                )));
+            }
+            if cli.connections.is_some() {
+                return Err(usage(
+                    "--connections does not go with --scenario channel: every poster and \
+                     subscriber has its own connection"
+                        .to_owned(),
+                ));
+            }
+        }
         Some(Scenario::Group) => {
             let Some(group_size) = cli.group_size else {
                 return Err(usage("--scenario group needs --group-size N".to_owned()));
@@ -234,7 +276,20 @@ async fn run(cli: Cli) -> Result<()> {
         bail!("--scenario, --duration-secs and --json are required");
     };
     piazza_client::install_crypto_provider();
-    let clients = usize::try_from(cli.clients).context("--clients")?;
+    let channels = match scenario {
+        Scenario::Channel => {
+            Some(usize::try_from(cli.channels.unwrap_or(1)).context("--channels")?)
+        }
+        _ => None,
+    };
+    let subscribers = match (scenario, cli.subscribers) {
+        (Scenario::Channel, Some(n)) => Some(usize::try_from(n).context("--subscribers")?),
+        _ => None,
+    };
+    let clients = match (channels, subscribers) {
+        (Some(channels), Some(subscribers)) => channels + subscribers,
+        _ => usize::try_from(cli.clients).context("--clients")?,
+    };
     let message_bytes = usize::try_from(cli.message_bytes).context("--message-bytes")?;
     let started_at = unix_now()?;
     let ticks_per_s = node::clock_ticks_per_s();
@@ -271,6 +326,8 @@ async fn run(cli: Cli) -> Result<()> {
         message_bytes,
         node_pid,
         ticks_per_s,
+        track_fanout: scenario == Scenario::Channel,
+        closed_in_flight: usize::try_from(cli.in_flight.unwrap_or(1)).context("--in-flight")?,
     };
     // Unique per run (milliseconds, base 36), so reruns against one node do not mix.
     let tag = run_tag()?;
@@ -287,6 +344,12 @@ async fn run(cli: Cli) -> Result<()> {
             (Scenario::Chat, _) => chat::setup(clients, &tag, &target).await?,
             (Scenario::Group, Some(size)) => group::setup(clients, size, &tag, &target).await?,
             (Scenario::Group, None) => bail!("--scenario group needs --group-size"),
+            (Scenario::Channel, _) => match (subscribers, channels) {
+                (Some(subscribers), Some(channels)) => {
+                    channel::setup(subscribers, channels, &tag, &target).await?
+                }
+                _ => bail!("--scenario channel needs --subscribers"),
+            },
             (Scenario::Connect, _) => {
                 let connect_params = ConnectParams {
                     clients,
@@ -352,6 +415,8 @@ async fn run(cli: Cli) -> Result<()> {
         clients,
         connections: clients,
         group_size,
+        channels,
+        subscribers,
         message_bytes,
         duration_s,
         warmup_s,
@@ -385,6 +450,10 @@ async fn run(cli: Cli) -> Result<()> {
         acked_per_s: outcome.acked_in_window as f64 / duration_s,
         latency_us: outcome.latency.percentiles(),
         ack_latency_us: outcome.ack_latency.percentiles(),
+        fanout_complete_us: outcome
+            .fanout_complete
+            .as_ref()
+            .map(LatencyHist::percentiles),
         send_lag_us: outcome.send_lag.percentiles(),
         node_cpu_s,
         node_cpu_window_s: outcome.cpu.node_s,
@@ -491,6 +560,36 @@ mod tests {
             chat.to_string().contains("goes with --scenario group"),
             "{chat}"
         );
+    }
+
+    #[test]
+    fn channels_need_subscribers_and_in_flight_needs_max() {
+        let channel = |extra: &str| validate(&parse_run("channel", extra));
+        assert!(channel("--subscribers 1000").is_ok());
+        assert!(channel("--subscribers 10 --channels 3 --in-flight 8").is_ok());
+        let missing = channel("").unwrap_err();
+        assert!(missing.to_string().contains("--subscribers"), "{missing}");
+        let few = channel("--subscribers 2 --channels 3").unwrap_err();
+        assert!(few.to_string().contains("fewer than"), "{few}");
+        let chat = validate(&parse_run("chat", "--subscribers 5")).unwrap_err();
+        assert!(chat.to_string().contains("--scenario channel"), "{chat}");
+        let open = Cli::try_parse_from([
+            "piazza-loadtest",
+            "--scenario",
+            "channel",
+            "--subscribers",
+            "5",
+            "--spawn-node",
+            "--rate",
+            "10",
+            "--in-flight",
+            "4",
+            "--duration-secs",
+            "1",
+            "--json",
+            "r.json",
+        ]);
+        assert!(open.is_err(), "--in-flight is for the closed loop");
     }
 
     #[test]

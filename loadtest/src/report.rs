@@ -25,6 +25,10 @@ pub(crate) struct Report {
     pub(crate) connections: usize,
     /// Members per group (`group` scenario), `null` otherwise.
     pub(crate) group_size: Option<usize>,
+    /// Channels (= posters) in the `channel` scenario, `null` otherwise.
+    pub(crate) channels: Option<usize>,
+    /// Subscribers in the `channel` scenario (`clients` = `channels` + `subscribers`).
+    pub(crate) subscribers: Option<usize>,
     pub(crate) message_bytes: usize,
     /// The measured window in seconds (after the warmup).
     pub(crate) duration_s: f64,
@@ -82,6 +86,9 @@ pub(crate) struct Report {
     pub(crate) latency_us: Percentiles,
     /// Intended send instant → durable ack at the sender (measured messages).
     pub(crate) ack_latency_us: Percentiles,
+    /// `channel` only (`null` otherwise): intended send instant of a post → received by the last
+    /// of its channel's subscribers, over the measured posts every subscriber received.
+    pub(crate) fanout_complete_us: Option<Percentiles>,
     /// Intended send instant → the send actually started: the generator's own lateness.
     pub(crate) send_lag_us: Percentiles,
     /// Node CPU time (user + system) over the whole life of the spawned node.
@@ -208,9 +215,12 @@ impl Report {
             Some(rate) => format!("open loop at {rate}/s"),
             None => "closed loop (--max)".to_owned(),
         };
-        let groups = match self.group_size {
-            Some(size) => format!(" in groups of {size}"),
-            None => String::new(),
+        let groups = match (self.group_size, self.channels, self.subscribers) {
+            (Some(size), _, _) => format!(" in groups of {size}"),
+            (None, Some(channels), Some(subscribers)) => {
+                format!(" ({channels} posting, {subscribers} subscribed)")
+            }
+            _ => String::new(),
         };
         if let Some(connect) = self.connect_summary() {
             let rate = match self.rate_target_per_s {
@@ -263,6 +273,9 @@ impl Report {
             percentile_line("ack latency", &self.ack_latency_us)
         );
         let _ = writeln!(out, "{}", percentile_line("send lag", &self.send_lag_us));
+        if let Some(fanout) = &self.fanout_complete_us {
+            let _ = writeln!(out, "{}", percentile_line("to all subs", fanout));
+        }
         if let Some(cpu) = self.node_cpu_s {
             let window = self
                 .node_cpu_window_s

@@ -62,6 +62,8 @@ const RECEIVER_GRACE: Duration = Duration::from_secs(30);
 pub(crate) struct TrafficParams {
     /// Total messages per second across all senders; `None`: closed loop.
     pub(crate) rate: Option<u64>,
+    /// Closed loop: sends of one sender in flight at once (`--in-flight`, 1 by default).
+    pub(crate) closed_in_flight: usize,
     /// Warmup before the measured window.
     pub(crate) warmup: Duration,
     /// The measured window.
@@ -72,6 +74,9 @@ pub(crate) struct TrafficParams {
     pub(crate) node_pid: Option<u32>,
     /// Clock ticks per second for `/proc` CPU times.
     pub(crate) ticks_per_s: u64,
+    /// Keep each delivery's latency per message and receiver, to time when a message reached all
+    /// of its listeners (`fanout_complete_us`; the channel scenario).
+    pub(crate) track_fanout: bool,
 }
 
 /// One connected member: it sends to `to` and hears the members `peers` in `conversation`.
@@ -85,6 +90,9 @@ pub(crate) struct Member {
     pub(crate) conversation: ConversationId,
     /// Indices (into the member list) of the members whose messages it receives.
     pub(crate) peers: Vec<usize>,
+    /// Whether it sends at all (a channel subscriber only listens). The rate is shared by the
+    /// members that send.
+    pub(crate) sends: bool,
 }
 
 /// What the traffic measured.
@@ -118,6 +126,9 @@ pub(crate) struct TrafficOutcome {
     pub(crate) reconnects: u64,
     /// CPU time spent within the measured window.
     pub(crate) cpu: CpuWindow,
+    /// Intended send → delivered to the last of its listeners, per measured message that reached
+    /// every listener (only when asked for: [`TrafficParams::track_fanout`]).
+    pub(crate) fanout_complete: Option<LatencyHist>,
 }
 
 impl TrafficOutcome {
@@ -138,6 +149,7 @@ impl TrafficOutcome {
             foreign: 0,
             reconnects,
             cpu,
+            fanout_complete: None,
         })
     }
 }
@@ -227,12 +239,22 @@ pub(crate) fn client_config(target: &Target, user: &UserId) -> Result<ClientConf
 /// Connects every user (each its own connection and authenticated session), at most
 /// [`CONNECT_CONCURRENCY`] at once; the clients come back in the order of `users`.
 pub(crate) async fn connect_users(target: &Target, users: &[UserId]) -> Result<Vec<Client>> {
+    connect_users_at_most(target, users, CONNECT_CONCURRENCY).await
+}
+
+/// [`connect_users`] with at most `concurrency` connections under way at once.
+pub(crate) async fn connect_users_at_most(
+    target: &Target,
+    users: &[UserId],
+    concurrency: usize,
+) -> Result<Vec<Client>> {
+    let concurrency = concurrency.max(1);
     let mut slots: Vec<Option<Client>> = (0..users.len()).map(|_| None).collect();
     let mut pending = JoinSet::new();
     let mut next = 0;
     // Bounded: each iteration either starts one of the connects or finishes one.
     while next < users.len() || !pending.is_empty() {
-        while next < users.len() && pending.len() < CONNECT_CONCURRENCY {
+        while next < users.len() && pending.len() < concurrency {
             let config = client_config(target, &users[next])?;
             let index = next;
             pending.spawn(async move { (index, Client::connect(config).await) });
@@ -254,7 +276,15 @@ pub(crate) async fn connect_users(target: &Target, users: &[UserId]) -> Result<V
 
 /// Runs the traffic between `members` and returns the measurements.
 pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<TrafficOutcome> {
-    let senders = members.len() as u64;
+    // Each sending member's place in the pacing schedule (0, 1, … over the senders only).
+    let mut ordinals = vec![None; members.len()];
+    let mut senders = 0u64;
+    for (index, member) in members.iter().enumerate() {
+        if member.sends {
+            ordinals[index] = Some(senders);
+            senders += 1;
+        }
+    }
     // How many members hear each sender: the deliveries one of its acked messages owes.
     let mut listeners = vec![0u64; members.len()];
     for member in &members {
@@ -279,9 +309,12 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
         // (its schedule in the open loop, the safety cap in the closed loop).
         let mut heard = HashMap::with_capacity(member.peers.len());
         for (slot, &peer) in member.peers.iter().enumerate() {
-            let plan = match params.rate {
-                Some(rate) => pacing::messages_for(peer as u64, senders, rate, total_ns),
-                None => CLOSED_LOOP_MAX_PER_SENDER,
+            let plan = match (params.rate, ordinals.get(peer).copied().flatten()) {
+                (Some(rate), Some(ordinal)) => {
+                    pacing::messages_for(ordinal, senders, rate, total_ns)
+                }
+                (Some(_), None) => 0,
+                (None, _) => CLOSED_LOOP_MAX_PER_SENDER,
             };
             heard.insert(members[peer].me.clone(), (slot, plan));
         }
@@ -297,14 +330,20 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
             deadline: t0 + total + LATE_SEND_GRACE + DRAIN_MAX + RECEIVER_GRACE,
             live: Arc::clone(&live),
             stop: stop_rx.clone(),
+            track_fanout: params.track_fanout,
         }));
+        let Some(ordinal) = ordinals[index] else {
+            continue;
+        };
         sender_tasks.spawn(send(SenderParts {
             client: Arc::clone(&member.client),
             to: member.to.clone(),
             index: index as u64,
+            ordinal,
             listeners: listeners[index],
             senders,
             rate: params.rate,
+            closed_in_flight: params.closed_in_flight.clamp(1, IN_FLIGHT_MAX),
             message_bytes: params.message_bytes,
             t0,
             warmup_ns,
@@ -339,6 +378,12 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
     let mut send_lag = LatencyHist::new()?;
     let mut acked_in_window = 0;
     let mut send_logs: Vec<(u64, SendLog)> = Vec::with_capacity(members.len());
+    // Members that only listen have nothing acknowledged.
+    for (index, ordinal) in ordinals.iter().enumerate() {
+        if ordinal.is_none() {
+            send_logs.push((index as u64, SendLog::new()));
+        }
+    }
     while let Some(joined) = sender_tasks.join_next().await {
         let outcome = joined.context("sender task")??;
         attempts += outcome.attempts;
@@ -370,6 +415,7 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
     let mut reconnects = 0;
     let mut out_of_order = 0;
     let mut recv_logs: Vec<(usize, Vec<RecvLog>)> = Vec::with_capacity(members.len());
+    let mut arrivals: Vec<(usize, Vec<Vec<u64>>)> = Vec::new();
     while let Some(joined) = receivers.join_next().await {
         let outcome = joined.context("receiver task")??;
         latency.merge(&outcome.latency)?;
@@ -378,6 +424,9 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
         reconnects += outcome.reconnects;
         out_of_order += outcome.order.out_of_order();
         recv_logs.push((outcome.index, outcome.logs));
+        if params.track_fanout {
+            arrivals.push((outcome.index, outcome.arrivals));
+        }
     }
     if let Some(progress) = progress {
         let _ = progress.await;
@@ -402,6 +451,12 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
     // Judged per conversation at each receiver, which includes every per-direction inversion
     // (a sender's later seq first means the conversation's highest seq was already above).
     tally.out_of_order = out_of_order;
+    let fanout_complete = if params.track_fanout {
+        arrivals.sort_by_key(|(index, _)| *index);
+        Some(fanout_complete(&members, &arrivals)?)
+    } else {
+        None
+    };
 
     // Close every connection (each waits briefly for the node to hear about it), all at once.
     let mut closing = JoinSet::new();
@@ -426,7 +481,58 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
         foreign,
         reconnects,
         cpu,
+        fanout_complete,
     })
+}
+
+/// Per message of each sender, the latency of its last delivery over all of the sender's
+/// listeners; messages some listener did not get (lost, or in the warmup) are left out.
+/// `arrivals` holds, per receiver in member order, per heard sender (in `peers` order), the
+/// latency + 1 in ns of each message number (0: not received or not measured).
+fn fanout_complete(members: &[Member], arrivals: &[(usize, Vec<Vec<u64>>)]) -> Result<LatencyHist> {
+    let peers: Vec<Vec<usize>> = members.iter().map(|m| m.peers.clone()).collect();
+    fanout_from_peers(&peers, arrivals)
+}
+
+/// [`fanout_complete`] given each member's `peers`.
+fn fanout_from_peers(
+    peers: &[Vec<usize>],
+    arrivals: &[(usize, Vec<Vec<u64>>)],
+) -> Result<LatencyHist> {
+    // Per sender: its listeners' latency vectors.
+    let mut by_sender: Vec<Vec<&Vec<u64>>> = vec![Vec::new(); peers.len()];
+    for (receiver, per_peer) in arrivals {
+        let Some(heard) = peers.get(*receiver) else {
+            bail!("internal: receiver index {receiver} out of range");
+        };
+        for (&peer, latencies) in heard.iter().zip(per_peer) {
+            let Some(list) = by_sender.get_mut(peer) else {
+                bail!("internal: peer index {peer} out of range");
+            };
+            list.push(latencies);
+        }
+    }
+    let mut hist = LatencyHist::new()?;
+    for listeners in by_sender.iter().filter(|l| !l.is_empty()) {
+        let longest = listeners.iter().map(|l| l.len()).max().unwrap_or(0);
+        for number in 0..longest {
+            let mut worst = 0u64;
+            let mut everyone = true;
+            for latencies in listeners {
+                match latencies.get(number).copied().unwrap_or(0) {
+                    0 => {
+                        everyone = false;
+                        break;
+                    }
+                    ns => worst = worst.max(ns),
+                }
+            }
+            if everyone {
+                hist.record_ns(worst - 1);
+            }
+        }
+    }
+    Ok(hist)
 }
 
 /// CPU seconds of the node, of this process and of the whole machine between `from` and `to`.
@@ -459,10 +565,14 @@ struct SenderParts {
     client: Arc<Client>,
     to: ConversationRef,
     index: u64,
+    /// Its place among the senders in the pacing schedule.
+    ordinal: u64,
     /// Members hearing this sender.
     listeners: u64,
     senders: u64,
     rate: Option<u64>,
+    /// Closed loop: sends of this sender in flight at once (at least 1).
+    closed_in_flight: usize,
     message_bytes: usize,
     t0: Instant,
     warmup_ns: u64,
@@ -546,13 +656,13 @@ async fn send(parts: SenderParts) -> Result<SenderOutcome> {
     let to = parts.to.clone();
     match parts.rate {
         Some(rate) => {
-            let count = pacing::messages_for(parts.index, parts.senders, rate, parts.total_ns);
+            let count = pacing::messages_for(parts.ordinal, parts.senders, rate, parts.total_ns);
             let late_limit_ns = parts
                 .total_ns
                 .saturating_add(u64::try_from(LATE_SEND_GRACE.as_nanos()).unwrap_or(u64::MAX));
             let mut in_flight: JoinSet<Done> = JoinSet::new();
             for number in 0..count {
-                let intended_ns = pacing::intended_ns(parts.index, number, parts.senders, rate);
+                let intended_ns = pacing::intended_ns(parts.ordinal, number, parts.senders, rate);
                 let due = parts.t0 + Duration::from_nanos(intended_ns);
                 // Wait for the due instant, collecting finished sends meanwhile. Each turn either
                 // ends the wait or collects one of the (at most IN_FLIGHT_MAX) sends.
@@ -598,23 +708,32 @@ async fn send(parts: SenderParts) -> Result<SenderOutcome> {
         }
         None => {
             sleep_until(parts.t0).await;
+            // Up to `closed_in_flight` sends at once: the next starts when one is answered.
+            let mut in_flight: JoinSet<Done> = JoinSet::new();
             for number in 0..CLOSED_LOOP_MAX_PER_SENDER {
+                while in_flight.len() >= parts.closed_in_flight {
+                    if let Some(joined) = in_flight.join_next().await {
+                        outcome.record(joined.context("send task")?, &parts);
+                    }
+                }
                 let intended_ns = since(parts.t0);
                 if intended_ns >= parts.total_ns {
                     break;
                 }
                 outcome.attempts += 1;
                 parts.live.attempts.fetch_add(1, Ordering::Relaxed);
-                let done = send_one(
+                in_flight.spawn(send_one(
                     Arc::clone(&parts.client),
                     to.clone(),
                     message_text(number, intended_ns, parts.message_bytes),
                     number,
                     intended_ns,
                     parts.t0,
-                )
-                .await;
-                outcome.record(done, &parts);
+                ));
+            }
+            // Sends in flight end by themselves: each has the SDK's request deadline.
+            while let Some(joined) = in_flight.join_next().await {
+                outcome.record(joined.context("send task")?, &parts);
             }
         }
     }
@@ -636,6 +755,8 @@ struct ReceiverParts {
     deadline: Instant,
     live: Arc<Live>,
     stop: watch::Receiver<bool>,
+    /// Keep the latency of each measured first delivery (for `fanout_complete_us`).
+    track_fanout: bool,
 }
 
 struct ReceiverOutcome {
@@ -649,6 +770,9 @@ struct ReceiverOutcome {
     delivered_in_window: u64,
     foreign: u64,
     reconnects: u64,
+    /// With `track_fanout`: per sender heard, the latency + 1 in ns of each measured first
+    /// delivery by message number (0: none).
+    arrivals: Vec<Vec<u64>>,
 }
 
 async fn receive(mut parts: ReceiverParts) -> Result<ReceiverOutcome> {
@@ -660,6 +784,11 @@ async fn receive(mut parts: ReceiverParts) -> Result<ReceiverOutcome> {
         delivered_in_window: 0,
         foreign: 0,
         reconnects: 0,
+        arrivals: if parts.track_fanout {
+            vec![Vec::new(); parts.heard.len()]
+        } else {
+            Vec::new()
+        },
     };
     // Bounded in time by `deadline`, and normally ended earlier by `stop`.
     loop {
@@ -713,9 +842,16 @@ fn on_message(parts: &ReceiverParts, outcome: &mut ReceiverOutcome, message: &Me
             outcome.order.record(seq);
             parts.live.delivered.fetch_add(1, Ordering::Relaxed);
             if intended_ns >= parts.warmup_ns {
-                outcome
-                    .latency
-                    .record_ns(received_ns.saturating_sub(intended_ns));
+                let latency_ns = received_ns.saturating_sub(intended_ns);
+                outcome.latency.record_ns(latency_ns);
+                if let (Some(latencies), Ok(at)) =
+                    (outcome.arrivals.get_mut(slot), usize::try_from(number))
+                {
+                    if latencies.len() <= at {
+                        latencies.resize(at + 1, 0);
+                    }
+                    latencies[at] = latency_ns.saturating_add(1);
+                }
             }
             if (parts.warmup_ns..parts.total_ns).contains(&received_ns) {
                 outcome.delivered_in_window += 1;
@@ -765,6 +901,23 @@ mod tests {
         let text = message_text(7, 99, 1);
         assert_eq!(text, "7 99 ");
         assert_eq!(parse_text(&text), Some((7, 99)));
+    }
+
+    #[test]
+    fn fanout_completes_at_the_last_listener_and_skips_posts_someone_missed() {
+        // One poster (member 0) and two subscribers hearing it.
+        let peers = [vec![], vec![0], vec![0]];
+        let arrivals = vec![
+            (0, Vec::new()),
+            // Subscriber 1: post 0 after 5 ns, post 1 after 7 ns, post 2 not measured.
+            (1, vec![vec![6, 8, 0]]),
+            // Subscriber 2: post 0 after 9 ns, post 1 after 2 ns, post 2 after 4 ns.
+            (2, vec![vec![10, 3, 5]]),
+        ];
+        let hist = fanout_from_peers(&peers, &arrivals).unwrap();
+        let p = hist.percentiles();
+        // Posts 0 (9 ns) and 1 (7 ns) reached everyone; post 2 did not.
+        assert_eq!(p.count, 2);
     }
 
     #[test]
