@@ -15,10 +15,10 @@ pub(crate) mod admin;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub(crate) mod cluster;
 // Nothing calls the pure commerce core yet: the shop actor that uses it comes next.
 #[allow(dead_code)]
 pub(crate) mod commerce;
-pub(crate) mod cluster;
 pub mod config;
 pub mod media;
 pub mod node;
