@@ -34,6 +34,10 @@ use crate::pacing;
 /// Longest wait after the send phase for acknowledged messages still on their way.
 pub(crate) const DRAIN_MAX: Duration = Duration::from_secs(5);
 
+/// After failed sends, how long the drain waits without a new delivery before it ends (bounded by
+/// [`DRAIN_MAX`]).
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
 /// Most sends of one sender in flight at once in the open loop. Past it the sender waits for one
 /// to finish before starting the next, which shows as latency (measured from the intended time).
 const IN_FLIGHT_MAX: usize = 4096;
@@ -174,6 +178,8 @@ struct Live {
     /// Deliveries owed for the acked messages: each ack adds the number of its listeners.
     expected: AtomicU64,
     delivered: AtomicU64,
+    /// When the latest first delivery arrived, in ns after `t0`.
+    last_delivery_ns: AtomicU64,
 }
 
 /// Nanoseconds from `t0` to now (0 before `t0`).
@@ -401,7 +407,14 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
     let drain_start = Instant::now();
     let drain_end = drain_start + DRAIN_MAX;
     while Instant::now() < drain_end {
-        if live.delivered.load(Ordering::Relaxed) >= live.expected.load(Ordering::Relaxed) {
+        // A failed send may still have been stored and delivered (`delivered_unacked`), which
+        // the count of deliveries owed does not include: after errors, also wait until
+        // deliveries have stopped coming for DRAIN_QUIET.
+        let quiet = live.errors.load(Ordering::Relaxed) == 0
+            || since(t0).saturating_sub(live.last_delivery_ns.load(Ordering::Relaxed))
+                >= u64::try_from(DRAIN_QUIET.as_nanos()).unwrap_or(u64::MAX);
+        if quiet && live.delivered.load(Ordering::Relaxed) >= live.expected.load(Ordering::Relaxed)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -841,6 +854,10 @@ fn on_message(parts: &ReceiverParts, outcome: &mut ReceiverOutcome, message: &Me
         Arrival::New | Arrival::OutOfOrder => {
             outcome.order.record(seq);
             parts.live.delivered.fetch_add(1, Ordering::Relaxed);
+            parts
+                .live
+                .last_delivery_ns
+                .fetch_max(received_ns, Ordering::Relaxed);
             if intended_ns >= parts.warmup_ns {
                 let latency_ns = received_ns.saturating_sub(intended_ns);
                 outcome.latency.record_ns(latency_ns);
