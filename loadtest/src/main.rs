@@ -7,12 +7,13 @@
 //! `loadtest/README.md`.
 //!
 //! Scenarios: `chat` (pairs of users writing to each other), `group` (groups of N, everyone
-//! writing into their group), `channel` (posters and their channels' subscribers), `connect` (a connection storm, then idle connections). `compare`
+//! writing into their group), `channel` (posters and their channels' subscribers), `mixed` (all
+//! three at once, `--mix`), `connect` (a connection storm, then idle connections). `compare`
 //! sets two reports side by side.
 //!
 //! Code map: `traffic.rs` (what the message scenarios share: connect, send, receive, drain),
-//! `chat.rs`, `group.rs` and `channel.rs` (who talks to whom), `connect.rs`, `compare.rs`, `pacing.rs` (the open-loop
-//! schedule), `ledger.rs` (loss/duplicate/order bookkeeping), `hist.rs` (latency percentiles),
+//! `chat.rs`, `group.rs`, `channel.rs` and `mixed.rs` (who talks to whom), `connect.rs`,
+//! `compare.rs`, `pacing.rs` (the open-loop schedule), `ledger.rs` (loss/duplicate/order bookkeeping), `hist.rs` (latency percentiles),
 //! `node.rs` (spawning a node, `/proc` and `/metrics` readings), `report.rs` (the JSON report).
 
 mod channel;
@@ -22,6 +23,7 @@ mod connect;
 mod group;
 mod hist;
 mod ledger;
+mod mixed;
 mod node;
 mod pacing;
 mod report;
@@ -51,6 +53,8 @@ enum Scenario {
     Connect,
     /// --channels posters, each posting into its own channel, and --subscribers listeners.
     Channel,
+    /// Chat pairs, groups and channels at once, in the proportions of --mix.
+    Mixed,
 }
 
 impl Scenario {
@@ -60,6 +64,7 @@ impl Scenario {
             Scenario::Group => "group",
             Scenario::Connect => "connect",
             Scenario::Channel => "channel",
+            Scenario::Mixed => "mixed",
         }
     }
 }
@@ -132,6 +137,11 @@ struct Cli {
     /// one is acked. Default 1.
     #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..=4096))]
     in_flight: Option<u64>,
+    /// Mixed scenario: shares of the senders (and so of the sends) per kind, e.g.
+    /// `chat=70,group=20,channel=10`. Groups are of --group-size (default 10); channels have
+    /// --subscribers listeners in all (default 10 per channel).
+    #[arg(long)]
+    mix: Option<String>,
     /// Where to write the JSON report.
     #[arg(long, required = true)]
     json: Option<PathBuf>,
@@ -167,10 +177,16 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
             cli.clients
         )));
     }
-    if cli.group_size.is_some() && cli.scenario != Some(Scenario::Group) {
+    let mixed = cli.scenario == Some(Scenario::Mixed);
+    if cli.group_size.is_some() && cli.scenario != Some(Scenario::Group) && !mixed {
         return Err(usage("--group-size goes with --scenario group".to_owned()));
     }
-    if (cli.subscribers.is_some() || cli.channels.is_some())
+    if cli.mix.is_some() != mixed {
+        return Err(usage(
+            "--scenario mixed needs --mix, and --mix goes with --scenario mixed only".to_owned(),
+        ));
+    }
+    if (cli.subscribers.is_some() && !mixed || cli.channels.is_some())
         && cli.scenario != Some(Scenario::Channel)
     {
         return Err(usage(
@@ -186,6 +202,21 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
             )));
         }
         Some(Scenario::Chat | Scenario::Connect) => {}
+        Some(Scenario::Mixed) => {
+            let weights = mixed::parse_mix(cli.mix.as_deref().unwrap_or("")).map_err(usage)?;
+            let group_size = usize::try_from(cli.group_size.unwrap_or(10)).unwrap_or(usize::MAX);
+            if !(2..=group::GROUP_SIZE_MAX).contains(&group_size) {
+                return Err(usage(format!(
+                    "--group-size must be between 2 and {}",
+                    group::GROUP_SIZE_MAX
+                )));
+            }
+            let clients = usize::try_from(cli.clients).unwrap_or(usize::MAX);
+            let split = mixed::split(clients, weights, group_size);
+            if split.chat + split.group + split.channel == 0 {
+                return Err(usage("--mix leaves no sender: raise --clients".to_owned()));
+            }
+        }
         Some(Scenario::Channel) => {
             let Some(subscribers) = cli.subscribers else {
                 return Err(usage("--scenario channel needs --subscribers N".to_owned()));
@@ -286,6 +317,10 @@ async fn run(cli: Cli) -> Result<()> {
         (Scenario::Channel, Some(n)) => Some(usize::try_from(n).context("--subscribers")?),
         _ => None,
     };
+    let subscribers_mixed = match (scenario, cli.subscribers) {
+        (Scenario::Mixed, Some(n)) => Some(usize::try_from(n).context("--subscribers")?),
+        _ => None,
+    };
     let clients = match (channels, subscribers) {
         (Some(channels), Some(subscribers)) => channels + subscribers,
         _ => usize::try_from(cli.clients).context("--clients")?,
@@ -326,14 +361,15 @@ async fn run(cli: Cli) -> Result<()> {
         message_bytes,
         node_pid,
         ticks_per_s,
-        track_fanout: scenario == Scenario::Channel,
+        track_fanout: matches!(scenario, Scenario::Channel | Scenario::Mixed),
         closed_in_flight: usize::try_from(cli.in_flight.unwrap_or(1)).context("--in-flight")?,
     };
     // Unique per run (milliseconds, base 36), so reruns against one node do not mix.
     let tag = run_tag()?;
-    let group_size = match cli.group_size {
-        Some(size) => Some(usize::try_from(size).context("--group-size")?),
-        None => None,
+    let group_size = match (scenario, cli.group_size) {
+        (_, Some(size)) => Some(usize::try_from(size).context("--group-size")?),
+        (Scenario::Mixed, None) => Some(10),
+        (_, None) => None,
     };
     let admin = match &source {
         NodeSource::Spawned(node) => node.admin_addr(),
@@ -344,6 +380,14 @@ async fn run(cli: Cli) -> Result<()> {
             (Scenario::Chat, _) => chat::setup(clients, &tag, &target).await?,
             (Scenario::Group, Some(size)) => group::setup(clients, size, &tag, &target).await?,
             (Scenario::Group, None) => bail!("--scenario group needs --group-size"),
+            (Scenario::Mixed, _) => {
+                let weights = mixed::parse_mix(cli.mix.as_deref().unwrap_or(""))
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let size = group_size.unwrap_or(10);
+                let split = mixed::split(clients, weights, size);
+                let subscribers = subscribers_mixed.unwrap_or(10 * split.channel);
+                mixed::setup(split, size, subscribers, &tag, &target).await?
+            }
             (Scenario::Channel, _) => match (subscribers, channels) {
                 (Some(subscribers), Some(channels)) => {
                     channel::setup(subscribers, channels, &tag, &target).await?
@@ -363,10 +407,11 @@ async fn run(cli: Cli) -> Result<()> {
                 let storm = connect::run(&connect_params, &target).await?;
                 let mut traffic = TrafficOutcome::without_messages(storm.cpu, storm.reconnects)?;
                 traffic.errors = storm.errors.clone();
-                return Ok((traffic, Some(storm)));
+                return Ok((traffic, Some(storm), clients));
             }
         };
-        Ok((traffic::run(&params, members).await?, None))
+        let users = members.len();
+        Ok((traffic::run(&params, members).await?, None, users))
     }
     .await;
 
@@ -393,7 +438,8 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("warning: the node exited with {status}");
         }
     }
-    let (outcome, storm) = outcome?;
+    // Every user has its own connection; the mixed scenario's count is known after set-up.
+    let (outcome, storm, clients) = outcome?;
 
     let duration_s = params.duration.as_secs_f64();
     // A connection storm has no warmup: its window is the hold after the storm.
@@ -590,6 +636,20 @@ mod tests {
             "r.json",
         ]);
         assert!(open.is_err(), "--in-flight is for the closed loop");
+    }
+
+    #[test]
+    fn mixed_needs_a_mix_that_leaves_senders() {
+        let mixed = |extra: &str| validate(&parse_run("mixed", extra));
+        assert!(mixed("--mix chat=70,group=20,channel=10 --clients 100").is_ok());
+        assert!(mixed("--mix chat=1 --clients 2 --group-size 4 --subscribers 5").is_ok());
+        let missing = mixed("").unwrap_err();
+        assert!(missing.to_string().contains("--mix"), "{missing}");
+        assert!(mixed("--mix video=1").is_err());
+        assert!(mixed("--mix group=1 --clients 4 --group-size 5").is_err());
+        let chat = validate(&parse_run("chat", "--mix chat=1")).unwrap_err();
+        assert!(chat.to_string().contains("--mix"), "{chat}");
+        assert!(mixed("--mix chat=1 --channels 2").is_err());
     }
 
     #[test]
