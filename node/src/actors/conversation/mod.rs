@@ -960,8 +960,10 @@ impl ConversationState {
         let relay = self.ctx.relay.clone();
         self.submit(myself, writes, move |res| match res {
             Ok(()) => {
-                let _ = relay.send_message(RelayMsg::Deliver { recipients, frame });
+                // The ack first: its task is then queued ahead of the fan-out's wake-ups (a post
+                // to thousands wakes thousands of session writers on the same workers).
                 done(Ok(()));
+                let _ = relay.send_message(RelayMsg::Deliver { recipients, frame });
             }
             Err(e) => done(Err(e.to_error_code())),
         })
