@@ -12,9 +12,9 @@
 //!        refunded ◄── everything refunded ── paid / fulfilled / delivered / completed ◄─complete─ delivered
 //! ```
 //!
-//! Closed (final) statuses: rejected, cancelled, expired, completed and refunded — except that a
-//! completed order may still be refunded, and a cancelled one may be refunded again if a refund
-//! failed.
+//! Final statuses: rejected, cancelled, expired (the *closed* ones: not served), completed and
+//! refunded. A completed order may still be refunded, and a closed one too: money that reaches
+//! a closed order is refunded automatically, and staff retry a refund that failed.
 //!
 //! | command | who | from |
 //! |---|---|---|
@@ -26,7 +26,7 @@
 //! | fulfil | any staff | paid |
 //! | mark delivered | the customer, any staff, the system | fulfilled |
 //! | complete | the customer, any staff, the system | delivered |
-//! | refund (partial or full) | owner, manager | paid, fulfilled, delivered, completed, cancelled |
+//! | refund (partial or full) | owner, manager | paid, fulfilled, delivered, completed, rejected, cancelled, expired |
 //!
 //! Expiry is not a command: [`super::shop::Shop::tick`] expires unpaid orders past their
 //! deadline. Payment and refund confirmations come from the provider, not from commands.
@@ -380,7 +380,9 @@ pub(crate) fn check_transition(status: OrderStatus, command: &OrderCommand) -> R
         C::Fulfil { .. } => status == S::Paid,
         C::MarkDelivered => status == S::Fulfilled,
         C::Complete => status == S::Delivered,
-        C::Refund { .. } => status.is_paid() || status == S::Cancelled,
+        // Closed orders too: money that reached them is refunded automatically, and if that
+        // refund fails staff must be able to try again.
+        C::Refund { .. } => status.is_paid() || status.is_closed(),
     };
     if allowed {
         Ok(())

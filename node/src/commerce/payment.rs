@@ -11,6 +11,9 @@
 //!     └─(plan stopped)─► Cancelled ◄─(plan stopped)── Failed
 //! ```
 //!
+//! A voided payment (a lapsed authorization) may be tried again like a failed one, as long as
+//! its order is open and attempts are left.
+//!
 //! Local steps (`authorize`, `capture`, `void`, `refund`) only *ask*: they return a
 //! [`ProviderRequest`] and move to an "-ing" state; money moves in the core's view only when the
 //! provider confirms, by a [`Notification`] or by a [`Snapshot`] the caller fetched.
@@ -85,7 +88,8 @@ pub(crate) enum PaymentStatus {
     Captured,
     /// Release of the authorization asked for.
     Voiding,
-    /// Authorization released (or the intent cancelled before it was authorized).
+    /// Authorization released (or the intent cancelled before it was authorized): asked for by
+    /// Piazza, or a lapse at the provider. Like a decline, another attempt may follow.
     Voided,
     /// The attempt was declined or failed; nothing is held. Another attempt may follow.
     Failed,
@@ -367,9 +371,11 @@ impl Payment {
         self.retry_at_ms = Some(at_ms);
     }
 
-    /// Whether another attempt may be made after a failure.
+    /// Whether another attempt may be made: the last one was declined, or its authorization
+    /// was released (a lapsed authorization, or a void) before capture, and attempts are left.
     pub(crate) fn can_retry(&self) -> bool {
-        self.status == PaymentStatus::Failed && self.attempt < ATTEMPTS_MAX
+        matches!(self.status, PaymentStatus::Failed | PaymentStatus::Voided)
+            && self.attempt < ATTEMPTS_MAX
     }
 
     fn currency(&self) -> Currency {
@@ -404,7 +410,7 @@ impl Payment {
     pub(crate) fn authorize(&mut self) -> Result<ProviderRequest, Error> {
         match self.status {
             PaymentStatus::Scheduled => {}
-            PaymentStatus::Failed if self.attempt < ATTEMPTS_MAX => {}
+            PaymentStatus::Failed | PaymentStatus::Voided if self.attempt < ATTEMPTS_MAX => {}
             PaymentStatus::Authorizing
             | PaymentStatus::Authorized
             | PaymentStatus::Capturing
@@ -1112,8 +1118,8 @@ impl OrderPayments {
         self.sum(Payment::refundable)
     }
 
-    /// Whether some payment may still be charged (not stopped and not captured, voided or
-    /// cancelled; a failed one that may be retried counts).
+    /// Whether some payment may still be charged (not stopped and not captured or cancelled; a
+    /// declined or voided one that may be retried counts).
     pub(crate) fn outstanding(&self) -> bool {
         !self.stopped
             && self.parts.iter().any(|p| match p.status {
@@ -1121,9 +1127,30 @@ impl OrderPayments {
                 | PaymentStatus::Authorizing
                 | PaymentStatus::Authorized
                 | PaymentStatus::Capturing => true,
-                PaymentStatus::Failed => p.can_retry(),
+                PaymentStatus::Failed | PaymentStatus::Voided => p.can_retry(),
                 _ => false,
             })
+    }
+
+    /// Whether no money is on its way: no authorization asked for or held, no capture in flight
+    /// (a void in flight takes nothing).
+    pub(crate) fn at_rest(&self) -> bool {
+        self.parts.iter().all(|p| {
+            !matches!(
+                p.status,
+                PaymentStatus::Authorizing | PaymentStatus::Authorized | PaymentStatus::Capturing
+            )
+        })
+    }
+
+    /// Whether everything captured was refunded and nothing more will be taken: the order is
+    /// refunded.
+    pub(crate) fn fully_refunded(&self) -> bool {
+        self.captured().minor() > 0
+            && self.refunded() == self.captured()
+            && self.refunding().minor() == 0
+            && !self.outstanding()
+            && self.at_rest()
     }
 
     /// Stops the plan: voids authorizations, cancels what was not charged. Captures in flight

@@ -544,7 +544,7 @@ impl Shop {
                 };
                 let due = match part.status() {
                     PaymentStatus::Scheduled => part.due_ms() <= now_ms,
-                    PaymentStatus::Failed => {
+                    PaymentStatus::Failed | PaymentStatus::Voided => {
                         part.can_retry() && part.retry_at_ms().is_some_and(|at| at <= now_ms)
                     }
                     _ => false,
@@ -583,7 +583,7 @@ impl Shop {
             for part in payments.parts() {
                 match part.status() {
                     PaymentStatus::Scheduled => consider(part.due_ms()),
-                    PaymentStatus::Failed if part.can_retry() => {
+                    PaymentStatus::Failed | PaymentStatus::Voided if part.can_retry() => {
                         if let Some(at) = part.retry_at_ms() {
                             consider(at);
                         }
@@ -893,8 +893,8 @@ fn mark_paid(order: &mut Order, books: &mut Books<'_>) -> Effects {
 }
 
 /// Follows up what the provider confirmed: capture or void an authorization, mark the order
-/// paid, give back money that reached a closed order, schedule instalment retries, notice a full
-/// refund.
+/// paid, give back money that reached a closed or stopped order, schedule instalment retries,
+/// notice a full refund.
 fn react(
     order: &mut Order,
     books: &mut Books<'_>,
@@ -949,7 +949,8 @@ fn react(
                     follow.extend(mark_paid(order, books));
                 }
             }
-            CommerceEvent::PaymentFailed { payment, .. } => {
+            CommerceEvent::PaymentFailed { payment, .. }
+            | CommerceEvent::PaymentVoided { payment, .. } => {
                 if !closed
                     && let Some(part) = order.payments.as_mut().and_then(|p| p.part_mut(payment))
                     && part.number() > 1
@@ -958,24 +959,23 @@ fn react(
                     part.schedule_retry(now_ms.saturating_add(books.settings.instalment_retry_ms));
                 }
             }
-            CommerceEvent::RefundIssued { .. } => {
-                let full = order.payments.as_ref().is_some_and(|p| {
-                    p.captured().minor() > 0
-                        && p.refunded() == p.captured()
-                        && p.refunding().minor() == 0
-                        && !p.outstanding()
-                });
-                if full && order.status.is_paid() {
-                    order.status = OrderStatus::Refunded;
-                    follow.event(CommerceEvent::OrderRefunded {
-                        order: order.id.clone(),
-                    });
-                }
-            }
             _ => {}
         }
         effects.event(event);
         effects.extend(follow);
+    }
+    // After any payment news (a refund confirmed, or the last capture in flight failing): is
+    // everything paid back, with nothing more to come?
+    if order.status.is_paid()
+        && order
+            .payments
+            .as_ref()
+            .is_some_and(OrderPayments::fully_refunded)
+    {
+        order.status = OrderStatus::Refunded;
+        effects.event(CommerceEvent::OrderRefunded {
+            order: order.id.clone(),
+        });
     }
     effects
 }

@@ -26,6 +26,15 @@ mod payment;
 mod promo;
 mod props;
 
+/// Cases per property test: 256 by default, so `cargo test` stays fast on two cores;
+/// `PIAZZA_PROPTEST_CASES` asks for more (a soak run).
+fn proptest_cases() -> u32 {
+    std::env::var("PIAZZA_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 /// Parses any id (or panics: test input is known good).
 fn id<T: FromStr>(s: &str) -> T
 where
