@@ -7,7 +7,7 @@
 //! when the cart is sent as an order ([`super::shop::Shop::checkout`]), and prices are those in
 //! force at that moment ([`Cart::totals`] shows them at any moment before).
 
-use piazza_protocol::{Money, UserId};
+use piazza_protocol::{Currency, Money, UserId};
 
 use super::catalog::{Catalog, Item, Quote, StockKey};
 use super::error::Error;
@@ -172,7 +172,7 @@ impl Cart {
         key: &StockKey,
         price: Money,
         now_ms: u64,
-    ) -> Option<piazza_protocol::Currency> {
+    ) -> Option<Currency> {
         self.lines
             .iter()
             .filter(|l| &l.key != key)

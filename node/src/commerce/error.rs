@@ -274,7 +274,9 @@ impl From<&Error> for ErrorCode {
             | Error::BelowMinimumOrder { .. } => ErrorCode::Conflict {
                 reason: e.to_string(),
             },
-            // The caller logs the error with this id; the wire learns nothing else.
+            // Not a client's doing, and not from a client's request (syncs come from the
+            // payments adapter). Should one ever reach a client, the handler logs the error
+            // under its own correlation id and puts that id here; 0 is a placeholder.
             Error::ProviderInconsistent { .. } => ErrorCode::Internal { id: 0 },
         }
     }

@@ -3,13 +3,12 @@
 //! transition also moves stock, coupons and payments.
 //!
 //! ```text
-//!                ┌──────── cancel (customer or staff) / expire (timer) ────────┐
-//!                │                                                             ▼
-//! placed ─accept─► accepted ─request payment─► awaiting payment ─captured─► paid ─fulfil─► fulfilled
-//!   │                                                                         │              │
-//!   └─reject─► rejected                            cancel (owner, manager) ───┘           deliver
-//!                                                                                            ▼
-//!        refunded ◄── everything refunded ── paid / fulfilled / delivered / completed ◄─complete─ delivered
+//! placed ─accept─► accepted ─request payment─► awaiting payment ─first capture─► paid
+//! paid ─fulfil─► fulfilled ─mark delivered─► delivered ─complete─► completed
+//! placed ─reject─► rejected
+//! placed, accepted, awaiting payment ─cancel─► cancelled     (or, past the deadline, expired)
+//! paid ─cancel (owner, manager)─► cancelled
+//! paid … completed ─everything refunded, nothing more to charge─► refunded
 //! ```
 //!
 //! Final statuses: rejected, cancelled, expired (the *closed* ones: not served), completed and
@@ -20,13 +19,13 @@
 //! |---|---|---|
 //! | accept, reject | any staff | placed |
 //! | request payment (choose the plan) | the customer, any staff | accepted |
-//! | retry payment (a declined attempt) | the customer, any staff | awaiting payment, paid … completed |
+//! | retry payment (declined, lapsed) | the customer, any staff | awaiting payment, paid … completed |
 //! | cancel | the customer, any staff | placed, accepted, awaiting payment |
 //! | cancel | owner, manager | paid (not yet shipped) |
 //! | fulfil | any staff | paid |
 //! | mark delivered | the customer, any staff, the system | fulfilled |
 //! | complete | the customer, any staff, the system | delivered |
-//! | refund (partial or full) | owner, manager | paid, fulfilled, delivered, completed, rejected, cancelled, expired |
+//! | refund (partial or full) | owner, manager | paid … completed, rejected, cancelled, expired |
 //!
 //! Expiry is not a command: [`super::shop::Shop::tick`] expires unpaid orders past their
 //! deadline. Payment and refund confirmations come from the provider, not from commands.

@@ -2,19 +2,26 @@
 //! [`Payment`] per instalment, the requests to send to the provider, and the application of the
 //! provider's answers.
 //!
-//! **One payment** goes through
+//! **One payment** moves like this (`code` = a local step, which returns a request; plain = the
+//! provider's answer, by notification or snapshot):
 //!
-//! ```text
-//! Scheduled ─authorize─► Authorizing ──Authorized──► Authorized ─capture─► Capturing ──Captured──► Captured
-//!     │                      │  └──Failed──► Failed ─authorize (next attempt)─┘          │
-//!     │                      └─void─► Voiding ──Voided──► Voided     (refunds: Captured only)
-//!     └─(plan stopped)─► Cancelled ◄─(plan stopped)── Failed
-//! ```
+//! | from | on | to |
+//! |---|---|---|
+//! | Scheduled, Failed, Voided | `authorize` (a new attempt, if any are left) | Authorizing |
+//! | Authorizing | Authorized | Authorized |
+//! | Authorized | `capture` (the whole authorization) | Capturing |
+//! | Capturing | Captured | Captured |
+//! | Authorizing, Capturing, Voiding | Failed | Failed |
+//! | Authorizing, Authorized | `stop` | Voiding |
+//! | Voiding | Voided | Voided |
+//! | Scheduled, Failed | `stop` | Cancelled |
+//! | Captured | `refund`, Refunded, RefundFailed | Captured (refund amounts move) |
 //!
-//! A voided payment (a lapsed authorization) may be tried again like a failed one, as long as
-//! its order is open and attempts are left.
+//! A snapshot may move several steps at once (authorized and captured), or report what the
+//! provider did on its own (an authorization that lapsed: Voided; a refund made in its
+//! dashboard). A voided payment may be tried again like a declined one while its order is open.
 //!
-//! Local steps (`authorize`, `capture`, `void`, `refund`) only *ask*: they return a
+//! Local steps (`authorize`, `capture`, `stop`, `refund`) only *ask*: they return a
 //! [`ProviderRequest`] and move to an "-ing" state; money moves in the core's view only when the
 //! provider confirms, by a [`Notification`] or by a [`Snapshot`] the caller fetched.
 //!
@@ -32,7 +39,8 @@
 //!
 //! **Invariants** (checked by the property tests): `captured <= authorized <= amount`; a capture
 //! is only asked for an authorized payment; refunds succeeded plus refunds in flight never exceed
-//! `captured`; confirmed amounts never decrease; every transition happens at most once.
+//! `captured`; captured and refunded amounts never decrease; every transition happens at most
+//! once.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;

@@ -101,15 +101,20 @@ fn op() -> impl Strategy<Value = Op> {
             prop::collection::btree_map(0..3u8, 1..3u8, 1..3),
             any::<bool>(),
         )
-            .prop_map(|(order, customer, lines, coupon)| Op::Place { order, customer, lines, coupon }),
+            .prop_map(|(order, customer, lines, coupon)| {
+                Op::Place { order, customer, lines, coupon }
+            }),
         6 => (0..ORDERS, 0..12u8, 0..20u8, 0..2000u16)
             .prop_map(|(order, actor, kind, amount)| Op::Command { order, actor, kind, amount }),
         1 => any::<u16>().prop_map(Op::Replay),
         4 => (0..10u8).prop_map(|x| Op::Process { approve: x < 8 }),
-        4 => (any::<u16>(), any::<bool>()).prop_map(|(pick, duplicate)| Op::Deliver { pick, duplicate }),
-        1 => prop_oneof![4 => 0..3 * 60 * 60 * 1000u64, 1 => DAY_MS / 2..2 * DAY_MS].prop_map(Op::Tick),
+        4 => (any::<u16>(), any::<bool>())
+            .prop_map(|(pick, duplicate)| Op::Deliver { pick, duplicate }),
+        1 => prop_oneof![4 => 0..3 * 60 * 60 * 1000u64, 1 => DAY_MS / 2..2 * DAY_MS]
+            .prop_map(Op::Tick),
         1 => Just(Op::Restart),
-        1 => (any::<u16>(), any::<u16>()).prop_map(|(pick, amount)| Op::ExternalRefund { pick, amount }),
+        1 => (any::<u16>(), any::<u16>())
+            .prop_map(|(pick, amount)| Op::ExternalRefund { pick, amount }),
         1 => any::<u16>().prop_map(Op::Lapse),
         1 => any::<u16>().prop_map(Op::Sync),
     ]
