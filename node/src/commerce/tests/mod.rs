@@ -20,6 +20,7 @@ mod cart;
 mod catalog;
 mod coupon;
 mod ids;
+mod limits;
 mod model;
 mod order;
 mod payment;
