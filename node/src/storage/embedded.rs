@@ -312,6 +312,26 @@ impl EmbeddedStorage {
         let snapshot = engine.db.snapshot();
         Ok((engine, snapshot))
     }
+
+    /// One committed row, if present.
+    fn get(
+        &self,
+        table: Table,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<fjall::UserValue>, StorageError> {
+        let (engine, snapshot) = self.read()?;
+        snapshot
+            .get(engine.keyspace(table), key)
+            .map_err(engine_error)
+    }
+
+    /// Whether a committed row is present.
+    fn contains(&self, table: Table, key: impl AsRef<[u8]>) -> Result<bool, StorageError> {
+        let (engine, snapshot) = self.read()?;
+        snapshot
+            .contains_key(engine.keyspace(table), key)
+            .map_err(engine_error)
+    }
 }
 
 // ------------------------------------------------------------------------------------------ keys
@@ -471,10 +491,7 @@ impl Storage for EmbeddedStorage {
     }
 
     fn group(&self, id: GroupId) -> Result<Option<GroupRecord>, StorageError> {
-        let (engine, snapshot) = self.read()?;
-        let row = snapshot
-            .get(engine.keyspace(Table::Groups), id.get().to_be_bytes())
-            .map_err(engine_error)?;
+        let row = self.get(Table::Groups, id.get().to_be_bytes())?;
         row.map(|row| decode_group_row(&row)).transpose()
     }
 
@@ -525,10 +542,7 @@ impl Storage for EmbeddedStorage {
         seq: Seq,
     ) -> Result<Option<Message>, StorageError> {
         let key = seq_key(&id_prefix(&conversation.to_string()), seq.get());
-        let (engine, snapshot) = self.read()?;
-        let row = snapshot
-            .get(engine.keyspace(Table::Messages), key)
-            .map_err(engine_error)?;
+        let row = self.get(Table::Messages, key)?;
         row.map(|row| decode_message_row(&row)).transpose()
     }
 
@@ -545,10 +559,7 @@ impl Storage for EmbeddedStorage {
             emoji,
             user.as_str(),
         )?;
-        let (engine, snapshot) = self.read()?;
-        snapshot
-            .contains_key(engine.keyspace(Table::Reactions), key)
-            .map_err(engine_error)
+        self.contains(Table::Reactions, key)
     }
 
     fn pinned(&self, conversation: &ConversationId, max: usize) -> Result<Vec<Seq>, StorageError> {
@@ -685,17 +696,11 @@ impl Storage for EmbeddedStorage {
         conversation: &ConversationId,
     ) -> Result<bool, StorageError> {
         let key = media_ref_key(media, conversation);
-        let (engine, snapshot) = self.read()?;
-        snapshot
-            .contains_key(engine.keyspace(Table::MediaRefs), key)
-            .map_err(engine_error)
+        self.contains(Table::MediaRefs, key)
     }
 
     fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, StorageError> {
-        let (engine, snapshot) = self.read()?;
-        let row = snapshot
-            .get(engine.keyspace(Table::Channels), id.get().to_be_bytes())
-            .map_err(engine_error)?;
+        let row = self.get(Table::Channels, id.get().to_be_bytes())?;
         row.map(|row| decode_channel_row(&row)).transpose()
     }
 
@@ -705,10 +710,7 @@ impl Storage for EmbeddedStorage {
         user: &UserId,
     ) -> Result<Option<Role>, StorageError> {
         let key = id_pair_key(&id_prefix(&conversation.to_string()), user.as_str());
-        let (engine, snapshot) = self.read()?;
-        let row = snapshot
-            .get(engine.keyspace(Table::Members), key)
-            .map_err(engine_error)?;
+        let row = self.get(Table::Members, key)?;
         match row.as_deref() {
             None => Ok(None),
             Some([byte]) => Role::from_byte(*byte).map(Some),
@@ -759,10 +761,7 @@ impl Storage for EmbeddedStorage {
     ) -> Result<bool, StorageError> {
         let mut key = post_key(conversation, post);
         push_id(&mut key, user.as_str());
-        let (engine, snapshot) = self.read()?;
-        snapshot
-            .contains_key(engine.keyspace(Table::Viewers), key)
-            .map_err(engine_error)
+        self.contains(Table::Viewers, key)
     }
 
     fn counter(
@@ -773,10 +772,7 @@ impl Storage for EmbeddedStorage {
     ) -> Result<u64, StorageError> {
         let mut key = post_key(conversation, post);
         key.push(kind.to_byte());
-        let (engine, snapshot) = self.read()?;
-        let row = snapshot
-            .get(engine.keyspace(Table::Counters), key)
-            .map_err(engine_error)?;
+        let row = self.get(Table::Counters, key)?;
         row.map_or(Ok(0), |value| u64_value(Table::Counters, &value))
     }
 
