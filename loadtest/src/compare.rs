@@ -44,7 +44,7 @@ const KEY_FIELDS: &[&str] = &[
 ];
 
 /// Numeric fields that describe the run rather than measure it.
-const IGNORED_FIELDS: &[&str] = &["started_at", "machine_cpus"];
+const IGNORED_FIELDS: &[&str] = &["started_at", "machine_cpus", "seed"];
 
 /// Nesting deeper than this is not part of the report schema; it is not walked.
 const DEPTH_MAX: usize = 4;
@@ -122,6 +122,8 @@ pub(crate) fn compare(a: &Value, b: &Value) -> Comparison {
         "subscribers",
         "message_bytes",
         "rate_target_per_s",
+        "arrivals",
+        "seed",
         "duration_s",
         "version",
     ] {
@@ -322,6 +324,17 @@ mod tests {
         assert_eq!(c.notes.len(), 2, "{:?}", c.notes);
         assert!(c.notes[0].contains("scenario"), "{:?}", c.notes);
         assert!(c.notes[1].contains("clients"), "{:?}", c.notes);
+    }
+
+    #[test]
+    fn arrivals_and_seeds_are_noted_not_compared() {
+        let a = json!({"arrivals": "constant", "throughput_per_s": 1.0});
+        let b = json!({"arrivals": "poisson", "seed": 7, "throughput_per_s": 1.0});
+        let c = compare(&a, &b);
+        assert_eq!(c.notes.len(), 2, "{:?}", c.notes);
+        assert!(c.notes[0].contains("arrivals"), "{:?}", c.notes);
+        assert!(c.notes[1].contains("seed"), "{:?}", c.notes);
+        assert!(c.rows.iter().all(|r| r.field != "seed"), "{c:?}");
     }
 
     #[test]

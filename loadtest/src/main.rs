@@ -13,7 +13,8 @@
 //!
 //! Code map: `traffic.rs` (what the message scenarios share: connect, send, receive, drain),
 //! `chat.rs`, `group.rs`, `channel.rs` and `mixed.rs` (who talks to whom), `connect.rs`,
-//! `compare.rs`, `pacing.rs` (the open-loop schedule), `ledger.rs` (loss/duplicate/order bookkeeping), `hist.rs` (latency percentiles),
+//! `compare.rs`, `pacing.rs` (the open-loop schedule, constant or Poisson), `progress.rs` (the live
+//! progress line), `ledger.rs` (loss/duplicate/order bookkeeping), `hist.rs` (latency percentiles),
 //! `node.rs` (spawning a node, `/proc` and `/metrics` readings), `report.rs` (the JSON report).
 
 mod channel;
@@ -26,9 +27,11 @@ mod ledger;
 mod mixed;
 mod node;
 mod pacing;
+mod progress;
 mod report;
 mod traffic;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +44,15 @@ use crate::hist::LatencyHist;
 use crate::node::{SpawnedNode, Target};
 use crate::report::Report;
 use crate::traffic::{TrafficOutcome, TrafficParams};
+
+/// How open-loop send instants are spread (`--arrivals`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ArrivalsArg {
+    /// Evenly spaced: slot j at j / rate.
+    Constant,
+    /// Exponential gaps (a Poisson stream of --rate per second) from a PRNG seeded by --seed.
+    Poisson,
+}
 
 /// The scenarios this build offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -107,6 +119,20 @@ struct Cli {
     /// Closed loop: every sender sends its next message as soon as the previous one is acked.
     #[arg(long)]
     max: bool,
+    /// With --rate: `constant` (evenly spaced, the default) or `poisson` (exponential gaps, the
+    /// same mean rate, drawn from a PRNG seeded by --seed).
+    #[arg(long, value_enum)]
+    arrivals: Option<ArrivalsArg>,
+    /// With --arrivals poisson: the PRNG seed (default a fixed one, so runs repeat).
+    #[arg(long, requires = "arrivals")]
+    seed: Option<u64>,
+    /// No live progress line on stderr (it is shown only on a terminal and never when CI is set).
+    #[arg(long)]
+    quiet: bool,
+    /// Loopback source addresses for the clients' UDP sockets, round-robin
+    /// (`127.0.0.1,127.0.0.2,…`). No scenario honours it yet: the SDK binds its own socket.
+    #[arg(long)]
+    source_addrs: Option<String>,
     /// Length of the measured window in seconds (after the warmup).
     #[arg(long, required = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
     duration_secs: Option<u64>,
@@ -176,6 +202,30 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
              connection (sharing connections between users is not supported yet)",
             cli.clients
         )));
+    }
+    if let Some(list) = &cli.source_addrs {
+        let addrs = parse_source_addrs(list).map_err(usage)?;
+        return Err(usage(format!(
+            "--source-addrs ({} addresses) is not honoured by any scenario yet: every user \
+             connects through the SDK's `Client`, which binds its own UDP socket on the \
+             unspecified address and offers no way to choose it",
+            addrs.len()
+        )));
+    }
+    if cli.arrivals.is_some() && cli.rate.is_none() {
+        return Err(usage(
+            "--arrivals goes with --rate (the closed loop --max has no schedule)".to_owned(),
+        ));
+    }
+    if cli.seed.is_some() && cli.arrivals != Some(ArrivalsArg::Poisson) {
+        return Err(usage("--seed goes with --arrivals poisson".to_owned()));
+    }
+    if cli.arrivals == Some(ArrivalsArg::Poisson) && cli.scenario == Some(Scenario::Connect) {
+        return Err(usage(
+            "--arrivals poisson is for the message scenarios: connect starts its connections \
+             evenly"
+                .to_owned(),
+        ));
     }
     let mixed = cli.scenario == Some(Scenario::Mixed);
     if cli.group_size.is_some() && cli.scenario != Some(Scenario::Group) && !mixed {
@@ -248,6 +298,28 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
         }
     }
     Ok(())
+}
+
+/// The addresses of `--source-addrs`: a comma-separated list of loopback addresses (127.0.0.0/8
+/// or ::1), each once.
+fn parse_source_addrs(list: &str) -> Result<Vec<IpAddr>, String> {
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        let addr: IpAddr = item.parse().map_err(|_| {
+            format!("--source-addrs: `{item}` is not an IP address (expected e.g. 127.0.0.2)")
+        })?;
+        if !addr.is_loopback() {
+            return Err(format!(
+                "--source-addrs: {addr} is not a loopback address (127.0.0.0/8 or ::1): the \
+                 generator only drives a node on this machine"
+            ));
+        }
+        if addrs.contains(&addr) {
+            return Err(format!("--source-addrs: {addr} is given twice"));
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
 }
 
 fn main() {
@@ -354,8 +426,16 @@ async fn run(cli: Cli) -> Result<()> {
         NodeSource::External => None,
     };
 
+    let arrivals = match cli.arrivals {
+        Some(ArrivalsArg::Poisson) => pacing::Arrivals::Poisson {
+            seed: cli.seed.unwrap_or(pacing::DEFAULT_SEED),
+        },
+        Some(ArrivalsArg::Constant) | None => pacing::Arrivals::Constant,
+    };
     let params = TrafficParams {
         rate: cli.rate,
+        arrivals,
+        progress: progress::wanted(cli.quiet),
         warmup: Duration::from_secs(cli.warmup_secs),
         duration: Duration::from_secs(duration_secs),
         message_bytes,
@@ -468,6 +548,15 @@ async fn run(cli: Cli) -> Result<()> {
         warmup_s,
         drain_s: (outcome.drain.as_secs_f64() * 1000.0).round() / 1000.0,
         rate_target_per_s: cli.rate,
+        arrivals: match (cli.rate, storm.is_some(), arrivals) {
+            (None, _, _) => None,
+            (Some(_), true, _) | (Some(_), false, pacing::Arrivals::Constant) => Some("constant"),
+            (Some(_), false, pacing::Arrivals::Poisson { .. }) => Some("poisson"),
+        },
+        seed: match arrivals {
+            pacing::Arrivals::Poisson { seed } => Some(seed),
+            pacing::Arrivals::Constant => None,
+        },
         sent: outcome.attempts,
         connect_attempts: storm.as_ref().map(|s| s.attempts),
         connected: storm.as_ref().map(|s| s.connected),
@@ -661,6 +750,73 @@ mod tests {
         assert!(odd.to_string().contains("must be even"), "{odd}");
         let shared = chat("--clients 4 --connections 2").unwrap_err();
         assert!(shared.to_string().contains("--connections 2"), "{shared}");
+    }
+
+    #[test]
+    fn arrivals_go_with_the_open_loop_and_seeds_with_poisson() {
+        let open = |extra: &str| {
+            let mut args = vec![
+                "piazza-loadtest",
+                "--spawn-node",
+                "--duration-secs",
+                "1",
+                "--json",
+                "r.json",
+            ];
+            args.extend(extra.split_whitespace());
+            Cli::try_parse_from(args)
+        };
+        let poisson = open("--scenario chat --rate 100 --arrivals poisson --seed 9").unwrap();
+        assert!(validate(&poisson).is_ok());
+        assert_eq!(
+            (poisson.arrivals, poisson.seed),
+            (Some(ArrivalsArg::Poisson), Some(9))
+        );
+        assert!(validate(&open("--scenario chat --rate 100 --arrivals constant").unwrap()).is_ok());
+        let closed = validate(&open("--scenario chat --max --arrivals poisson").unwrap());
+        assert!(
+            closed
+                .unwrap_err()
+                .to_string()
+                .contains("--arrivals goes with --rate")
+        );
+        assert!(open("--scenario chat --rate 10 --seed 9").is_err());
+        let seed =
+            validate(&open("--scenario chat --rate 10 --arrivals constant --seed 9").unwrap());
+        assert!(seed.unwrap_err().to_string().contains("--seed goes with"));
+        let storm = validate(&open("--scenario connect --rate 10 --arrivals poisson").unwrap());
+        assert!(storm.unwrap_err().to_string().contains("connect"));
+        assert!(parse_run("chat", "--quiet").quiet);
+    }
+
+    #[test]
+    fn source_addresses_must_be_loopback_and_are_refused_until_the_sdk_can_bind_them() {
+        let parsed = parse_source_addrs("127.0.0.1, 127.0.0.2,::1").unwrap();
+        assert_eq!(parsed.len(), 3);
+        assert!(parsed.iter().all(IpAddr::is_loopback));
+        let remote = parse_source_addrs("127.0.0.1,10.0.0.1").unwrap_err();
+        assert!(remote.contains("10.0.0.1 is not a loopback"), "{remote}");
+        assert!(
+            parse_source_addrs("127.0.0.1,nope")
+                .unwrap_err()
+                .contains("`nope`")
+        );
+        assert!(parse_source_addrs("").is_err());
+        assert!(
+            parse_source_addrs("127.0.0.2,127.0.0.2")
+                .unwrap_err()
+                .contains("twice")
+        );
+        let bad = validate(&parse_run("chat", "--source-addrs 192.168.1.1")).unwrap_err();
+        assert!(bad.to_string().contains("not a loopback"), "{bad}");
+        let unsupported =
+            validate(&parse_run("connect", "--source-addrs 127.0.0.1,127.0.0.2")).unwrap_err();
+        assert!(
+            unsupported
+                .to_string()
+                .contains("not honoured by any scenario"),
+            "{unsupported}"
+        );
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub(crate) struct Report {
     pub(crate) drain_s: f64,
     /// `--rate`, or `null` with `--max`.
     pub(crate) rate_target_per_s: Option<u64>,
+    /// How the open-loop instants were spread: `constant` or `poisson`; `null` with `--max`.
+    pub(crate) arrivals: Option<&'static str>,
+    /// The PRNG seed of `--arrivals poisson`; left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) seed: Option<u64>,
     /// Send attempts over the whole run (warmup included).
     pub(crate) sent: u64,
     /// `connect` only (`null` otherwise), like every field down to `node_rss_per_connection_bytes`:

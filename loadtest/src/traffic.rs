@@ -12,9 +12,8 @@
 //! order, whoever sent them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -30,6 +29,7 @@ use crate::hist::LatencyHist;
 use crate::ledger::{Arrival, ConversationOrder, RecvLog, SendLog, Tally, reconcile};
 use crate::node::{Target, cpu_seconds, machine_busy_seconds};
 use crate::pacing;
+use crate::progress::{self, Live};
 
 /// Longest wait after the send phase for acknowledged messages still on their way.
 pub(crate) const DRAIN_MAX: Duration = Duration::from_secs(5);
@@ -66,6 +66,10 @@ const RECEIVER_GRACE: Duration = Duration::from_secs(30);
 pub(crate) struct TrafficParams {
     /// Total messages per second across all senders; `None`: closed loop.
     pub(crate) rate: Option<u64>,
+    /// How the open-loop instants are spread (`--arrivals`).
+    pub(crate) arrivals: pacing::Arrivals,
+    /// Show the live progress line on stderr (see `progress.rs` for when).
+    pub(crate) progress: bool,
     /// Closed loop: sends of one sender in flight at once (`--in-flight`, 1 by default).
     pub(crate) closed_in_flight: usize,
     /// Warmup before the measured window.
@@ -167,19 +171,6 @@ pub(crate) struct CpuWindow {
     pub(crate) generator_s: Option<f64>,
     /// By the whole machine, all CPUs added up.
     pub(crate) machine_s: Option<f64>,
-}
-
-/// Counters shared by all tasks, for the progress line and the drain.
-#[derive(Debug, Default)]
-struct Live {
-    attempts: AtomicU64,
-    acked: AtomicU64,
-    errors: AtomicU64,
-    /// Deliveries owed for the acked messages: each ack adds the number of its listeners.
-    expected: AtomicU64,
-    delivered: AtomicU64,
-    /// When the latest first delivery arrived, in ns after `t0`.
-    last_delivery_ns: AtomicU64,
 }
 
 /// Nanoseconds from `t0` to now (0 before `t0`).
@@ -308,6 +299,18 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
     let t0 = Instant::now() + START_LEAD;
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // Each sender's message count in the open loop, computed once (a Poisson schedule is counted
+    // by drawing it).
+    let planned: Vec<u64> = ordinals
+        .iter()
+        .map(|ordinal| match (params.rate, ordinal) {
+            (Some(rate), Some(ordinal)) => {
+                pacing::count(params.arrivals, *ordinal, senders, rate, total_ns)
+            }
+            (Some(_), None) => 0,
+            (None, _) => CLOSED_LOOP_MAX_PER_SENDER,
+        })
+        .collect();
     let mut receivers = JoinSet::new();
     let mut sender_tasks = JoinSet::new();
     for (index, member) in members.iter().enumerate() {
@@ -315,13 +318,7 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
         // (its schedule in the open loop, the safety cap in the closed loop).
         let mut heard = HashMap::with_capacity(member.peers.len());
         for (slot, &peer) in member.peers.iter().enumerate() {
-            let plan = match (params.rate, ordinals.get(peer).copied().flatten()) {
-                (Some(rate), Some(ordinal)) => {
-                    pacing::messages_for(ordinal, senders, rate, total_ns)
-                }
-                (Some(_), None) => 0,
-                (None, _) => CLOSED_LOOP_MAX_PER_SENDER,
-            };
+            let plan = planned.get(peer).copied().unwrap_or(0);
             heard.insert(members[peer].me.clone(), (slot, plan));
         }
         receivers.spawn(receive(ReceiverParts {
@@ -349,6 +346,7 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
             listeners: listeners[index],
             senders,
             rate: params.rate,
+            arrivals: params.arrivals,
             closed_in_flight: params.closed_in_flight.clamp(1, IN_FLIGHT_MAX),
             message_bytes: params.message_bytes,
             t0,
@@ -358,10 +356,11 @@ pub(crate) async fn run(params: &TrafficParams, members: Vec<Member>) -> Result<
         }));
     }
 
-    let progress = if std::io::stderr().is_terminal() {
-        Some(tokio::spawn(progress(
+    let progress = if params.progress {
+        Some(tokio::spawn(progress::run(
             Arc::clone(&live),
             t0,
+            total,
             total + LATE_SEND_GRACE + DRAIN_MAX,
             stop_rx.clone(),
         )))
@@ -584,6 +583,7 @@ struct SenderParts {
     listeners: u64,
     senders: u64,
     rate: Option<u64>,
+    arrivals: pacing::Arrivals,
     /// Closed loop: sends of this sender in flight at once (at least 1).
     closed_in_flight: usize,
     message_bytes: usize,
@@ -669,13 +669,19 @@ async fn send(parts: SenderParts) -> Result<SenderOutcome> {
     let to = parts.to.clone();
     match parts.rate {
         Some(rate) => {
-            let count = pacing::messages_for(parts.ordinal, parts.senders, rate, parts.total_ns);
+            let mut schedule = pacing::Schedule::new(
+                parts.arrivals,
+                parts.ordinal,
+                parts.senders,
+                rate,
+                parts.total_ns,
+            );
             let late_limit_ns = parts
                 .total_ns
                 .saturating_add(u64::try_from(LATE_SEND_GRACE.as_nanos()).unwrap_or(u64::MAX));
             let mut in_flight: JoinSet<Done> = JoinSet::new();
-            for number in 0..count {
-                let intended_ns = pacing::intended_ns(parts.ordinal, number, parts.senders, rate);
+            let mut number = 0u64;
+            while let Some(intended_ns) = schedule.next() {
                 let due = parts.t0 + Duration::from_nanos(intended_ns);
                 // Wait for the due instant, collecting finished sends meanwhile. Each turn either
                 // ends the wait or collects one of the (at most IN_FLIGHT_MAX) sends.
@@ -695,7 +701,8 @@ async fn send(parts: SenderParts) -> Result<SenderOutcome> {
                 }
                 let now_ns = since(parts.t0);
                 if now_ns > late_limit_ns {
-                    outcome.unsent += count - number;
+                    // This message and the rest of the schedule (bounded by the window).
+                    outcome.unsent += 1 + schedule.count() as u64;
                     break;
                 }
                 if intended_ns >= parts.warmup_ns {
@@ -713,6 +720,7 @@ async fn send(parts: SenderParts) -> Result<SenderOutcome> {
                     intended_ns,
                     parts.t0,
                 ));
+                number += 1;
             }
             // Sends in flight end by themselves: each has the SDK's request deadline.
             while let Some(joined) = in_flight.join_next().await {
@@ -850,9 +858,13 @@ fn on_message(parts: &ReceiverParts, outcome: &mut ReceiverOutcome, message: &Me
     };
     let seq = message.seq.get();
     match log.record(number, seq) {
-        Arrival::Duplicate => {}
+        Arrival::Duplicate => {
+            parts.live.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
         Arrival::New | Arrival::OutOfOrder => {
-            outcome.order.record(seq);
+            if !outcome.order.record(seq) {
+                parts.live.out_of_order.fetch_add(1, Ordering::Relaxed);
+            }
             parts.live.delivered.fetch_add(1, Ordering::Relaxed);
             parts
                 .live
@@ -861,6 +873,7 @@ fn on_message(parts: &ReceiverParts, outcome: &mut ReceiverOutcome, message: &Me
             if intended_ns >= parts.warmup_ns {
                 let latency_ns = received_ns.saturating_sub(intended_ns);
                 outcome.latency.record_ns(latency_ns);
+                parts.live.latency.record_ns(latency_ns);
                 if let (Some(latencies), Ok(at)) =
                     (outcome.arrivals.get_mut(slot), usize::try_from(number))
                 {
@@ -875,30 +888,6 @@ fn on_message(parts: &ReceiverParts, outcome: &mut ReceiverOutcome, message: &Me
             }
         }
     }
-}
-
-/// One line a second on stderr (only called when stderr is a terminal), until told to stop or
-/// `limit` after `t0`.
-async fn progress(live: Arc<Live>, t0: Instant, limit: Duration, mut stop: watch::Receiver<bool>) {
-    let end = t0 + limit;
-    let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            () = sleep_until(end) => break,
-            _ = tick.tick() => {
-                eprint!(
-                    "\r[{:>4} s] sent {:>9}  acked {:>9}  delivered {:>9}  errors {:>6} ",
-                    t0.elapsed().as_secs(),
-                    live.attempts.load(Ordering::Relaxed),
-                    live.acked.load(Ordering::Relaxed),
-                    live.delivered.load(Ordering::Relaxed),
-                    live.errors.load(Ordering::Relaxed),
-                );
-            }
-        }
-    }
-    eprintln!();
 }
 
 #[cfg(test)]
