@@ -35,6 +35,10 @@ pub struct ClientConfig {
     pub reconnect: ReconnectPolicy,
     /// Which messages [`crate::Client::next_event`] delivers.
     pub events: EventStart,
+    /// The local address to send from (port chosen by the OS). `None`: the unspecified address of
+    /// the server's family. A load generator spreads many connections over several loopback
+    /// addresses with it, past one address's ephemeral ports.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -55,6 +59,7 @@ impl ClientConfig {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             reconnect: ReconnectPolicy::default(),
             events: EventStart::Now,
+            local_ip: None,
         }
     }
 }

@@ -125,8 +125,8 @@ struct Attempt {
 pub(crate) async fn run(params: &ConnectParams, target: &Target) -> Result<ConnectOutcome> {
     let users = traffic::user_names(&params.run_tag, params.clients)?;
     let mut configs = Vec::with_capacity(users.len());
-    for user in &users {
-        let mut config = traffic::client_config(target, user)?;
+    for (index, user) in users.iter().enumerate() {
+        let mut config = traffic::client_config(target, user, index)?;
         config.events = EventStart::Off;
         configs.push(config);
     }

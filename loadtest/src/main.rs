@@ -130,7 +130,7 @@ struct Cli {
     #[arg(long)]
     quiet: bool,
     /// Loopback source addresses for the clients' UDP sockets, round-robin
-    /// (`127.0.0.1,127.0.0.2,…`). No scenario honours it yet: the SDK binds its own socket.
+    /// (`127.0.0.1,127.0.0.2,…`), for more connections than one address has ephemeral ports.
     #[arg(long)]
     source_addrs: Option<String>,
     /// Length of the measured window in seconds (after the warmup).
@@ -204,13 +204,7 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
         )));
     }
     if let Some(list) = &cli.source_addrs {
-        let addrs = parse_source_addrs(list).map_err(usage)?;
-        return Err(usage(format!(
-            "--source-addrs ({} addresses) is not honoured by any scenario yet: every user \
-             connects through the SDK's `Client`, which binds its own UDP socket on the \
-             unspecified address and offers no way to choose it",
-            addrs.len()
-        )));
+        parse_source_addrs(list).map_err(usage)?;
     }
     if cli.arrivals.is_some() && cli.rate.is_none() {
         return Err(usage(
@@ -421,6 +415,10 @@ async fn run(cli: Cli) -> Result<()> {
             Target::existing(server, ca, data_dir)?,
         )
     };
+    let mut target = target;
+    if let Some(list) = &cli.source_addrs {
+        target.source_addrs = parse_source_addrs(list).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let node_pid = match &source {
         NodeSource::Spawned(node) => Some(node.pid()),
         NodeSource::External => None,
@@ -790,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn source_addresses_must_be_loopback_and_are_refused_until_the_sdk_can_bind_them() {
+    fn source_addresses_must_be_loopback_and_distinct() {
         let parsed = parse_source_addrs("127.0.0.1, 127.0.0.2,::1").unwrap();
         assert_eq!(parsed.len(), 3);
         assert!(parsed.iter().all(IpAddr::is_loopback));
@@ -809,14 +807,7 @@ mod tests {
         );
         let bad = validate(&parse_run("chat", "--source-addrs 192.168.1.1")).unwrap_err();
         assert!(bad.to_string().contains("not a loopback"), "{bad}");
-        let unsupported =
-            validate(&parse_run("connect", "--source-addrs 127.0.0.1,127.0.0.2")).unwrap_err();
-        assert!(
-            unsupported
-                .to_string()
-                .contains("not honoured by any scenario"),
-            "{unsupported}"
-        );
+        assert!(validate(&parse_run("connect", "--source-addrs 127.0.0.1,127.0.0.2")).is_ok());
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub(crate) struct Target {
     pub(crate) ca_file: PathBuf,
     /// The node's token signing key.
     pub(crate) authority: TokenAuthority,
+    /// Local addresses the clients send from, round-robin (`--source-addrs`); empty: the OS
+    /// picks.
+    pub(crate) source_addrs: Vec<std::net::IpAddr>,
 }
 
 impl Target {
@@ -72,6 +75,7 @@ impl Target {
             server: server.to_owned(),
             ca_file: ca_file.to_owned(),
             authority,
+            source_addrs: Vec::new(),
         })
     }
 

@@ -221,8 +221,9 @@ pub(crate) fn user_names(run_tag: &str, count: usize) -> Result<Vec<UserId>> {
         .collect()
 }
 
-/// The SDK configuration of one load-test user (live events from now on, no history replay).
-pub(crate) fn client_config(target: &Target, user: &UserId) -> Result<ClientConfig> {
+/// The SDK configuration of the `index`-th load-test user (live events from now on, no history
+/// replay; sending from the next of `--source-addrs`, if given).
+pub(crate) fn client_config(target: &Target, user: &UserId, index: usize) -> Result<ClientConfig> {
     let mut config = ClientConfig::new(
         target.server.clone(),
         target.ca_file.clone(),
@@ -230,6 +231,12 @@ pub(crate) fn client_config(target: &Target, user: &UserId) -> Result<ClientConf
         "loadtest".parse().map_err(|e| anyhow!("device id: {e}"))?,
     );
     config.events = EventStart::Now;
+    if !target.source_addrs.is_empty() {
+        config.local_ip = target
+            .source_addrs
+            .get(index % target.source_addrs.len())
+            .copied();
+    }
     Ok(config)
 }
 
@@ -252,7 +259,7 @@ pub(crate) async fn connect_users_at_most(
     // Bounded: each iteration either starts one of the connects or finishes one.
     while next < users.len() || !pending.is_empty() {
         while next < users.len() && pending.len() < concurrency {
-            let config = client_config(target, &users[next])?;
+            let config = client_config(target, &users[next], next)?;
             let index = next;
             pending.spawn(async move { (index, Client::connect(config).await) });
             next += 1;

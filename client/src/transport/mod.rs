@@ -49,6 +49,7 @@ pub(crate) struct Settings {
     pub(crate) device: DeviceId,
     pub(crate) request_timeout: Duration,
     pub(crate) reconnect: ReconnectPolicy,
+    pub(crate) local_ip: Option<IpAddr>,
 }
 
 impl Settings {
@@ -66,6 +67,7 @@ impl Settings {
             device: config.device.clone(),
             request_timeout: config.request_timeout,
             reconnect: config.reconnect,
+            local_ip: config.local_ip,
         })
     }
 
@@ -99,10 +101,10 @@ pub(crate) struct Link {
 /// Binds a client endpoint of the address family of `server`.
 pub(crate) async fn bind(settings: &Settings) -> Result<quinn::Endpoint, ClientError> {
     let addr = resolve(&settings.server, None, settings.request_timeout).await?;
-    let local: SocketAddr = if addr.is_ipv6() {
-        (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).into()
-    } else {
-        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).into()
+    let local: SocketAddr = match settings.local_ip {
+        Some(ip) => (ip, 0).into(),
+        None if addr.is_ipv6() => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).into(),
+        None => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).into(),
     };
     quinn::Endpoint::client(local).map_err(|e| ClientError::Connect {
         server: settings.server.clone(),
