@@ -29,7 +29,7 @@ use super::order::{
     Fingerprint, Order, OrderCommand, OrderStatus, REASON_BYTES_MAX, TRACKING_BYTES_MAX, authorize,
 };
 use super::payment::{
-    Handled, Notification, OrderPayments, PaymentStatus, ProviderRequest, Snapshot,
+    Handled, Notification, OrderPayments, Payment, PaymentStatus, ProviderRequest, Snapshot,
 };
 use super::promo::{CustomerProfile, Promotions};
 
@@ -439,23 +439,23 @@ impl Shop {
         Ok(effects)
     }
 
+    /// The order a payment belongs to.
+    fn order_of_payment(&self, payment: &PaymentId) -> Result<OrderId, Error> {
+        self.payment_orders
+            .get(payment)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPayment(payment.clone()))
+    }
+
     /// Applies a verified provider notification.
     pub(crate) fn handle_notification(
         &mut self,
         notification: &Notification,
         now_ms: u64,
     ) -> Result<Notified, Error> {
-        let order_id = self
-            .payment_orders
-            .get(&notification.payment)
-            .cloned()
-            .ok_or_else(|| Error::UnknownPayment(notification.payment.clone()))?;
+        let order_id = self.order_of_payment(&notification.payment)?;
         let (order, mut books) = self.split(&order_id)?;
-        let part = order
-            .payments
-            .as_mut()
-            .and_then(|p| p.part_mut(&notification.payment))
-            .ok_or_else(|| Error::UnknownPayment(notification.payment.clone()))?;
+        let part = payment_of(order, &notification.payment)?;
         Ok(match part.handle(notification) {
             Handled::Duplicate => Notified::Duplicate,
             Handled::Stale => Notified::Stale,
@@ -476,17 +476,9 @@ impl Shop {
         snapshot: &Snapshot,
         now_ms: u64,
     ) -> Result<Effects, Error> {
-        let order_id = self
-            .payment_orders
-            .get(&snapshot.payment)
-            .cloned()
-            .ok_or_else(|| Error::UnknownPayment(snapshot.payment.clone()))?;
+        let order_id = self.order_of_payment(&snapshot.payment)?;
         let (order, mut books) = self.split(&order_id)?;
-        let part = order
-            .payments
-            .as_mut()
-            .and_then(|p| p.part_mut(&snapshot.payment))
-            .ok_or_else(|| Error::UnknownPayment(snapshot.payment.clone()))?;
+        let part = payment_of(order, &snapshot.payment)?;
         match part.apply_snapshot(snapshot)? {
             Handled::Applied { events, requests } => {
                 let effects = react(order, &mut books, events, requests, now_ms);
@@ -978,4 +970,13 @@ fn react(
         });
     }
     effects
+}
+
+/// One payment (instalment) of `order`.
+fn payment_of<'o>(order: &'o mut Order, payment: &PaymentId) -> Result<&'o mut Payment, Error> {
+    order
+        .payments
+        .as_mut()
+        .and_then(|p| p.part_mut(payment))
+        .ok_or_else(|| Error::UnknownPayment(payment.clone()))
 }
