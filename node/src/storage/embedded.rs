@@ -66,9 +66,10 @@ use piazza_protocol::{
 use tokio::sync::mpsc;
 
 use super::{
-    ChannelRecord, CommitCallback, CounterKind, DuePost, GroupRecord, Role, Storage, StorageError,
-    Write, decode_channel_row, decode_group_row, decode_message_row, decode_scheduled_row,
-    encode_channel_row, encode_group_row, encode_message_row, encode_scheduled_row,
+    ChannelRecord, CommitCallback, CounterKind, DuePost, GroupRecord, KV_SCAN_MAX, KvTable, Role,
+    Storage, StorageError, Write, decode_channel_row, decode_group_row, decode_message_row,
+    decode_scheduled_row, encode_channel_row, encode_group_row, encode_message_row,
+    encode_scheduled_row,
 };
 
 /// Directory of the fjall database inside the data directory.
@@ -107,10 +108,12 @@ enum Table {
     Viewers,
     /// conversation, post seq, counter kind byte → u64.
     Counters,
+    /// Keyed rows of [`KvTable`]s, one keyspace each.
+    Kv(KvTable),
 }
 
 impl Table {
-    const ALL: [Table; 13] = [
+    const ALL: [Table; 17] = [
         Table::Messages,
         Table::Groups,
         Table::Members,
@@ -124,6 +127,10 @@ impl Table {
         Table::Due,
         Table::Viewers,
         Table::Counters,
+        Table::Kv(KvTable::ShopLog),
+        Table::Kv(KvTable::ShopStaff),
+        Table::Kv(KvTable::Outbox),
+        Table::Kv(KvTable::Sinks),
     ];
 
     fn name(self) -> &'static str {
@@ -141,6 +148,7 @@ impl Table {
             Table::Due => "due",
             Table::Viewers => "viewers",
             Table::Counters => "counters",
+            Table::Kv(table) => table.name(),
         }
     }
 }
@@ -167,7 +175,8 @@ impl Engine {
     }
 
     fn keyspace(&self, table: Table) -> &Keyspace {
-        &self.keyspaces[table as usize]
+        let index = Table::ALL.iter().position(|t| *t == table).unwrap_or(0);
+        &self.keyspaces[index]
     }
 }
 
@@ -379,6 +388,19 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         *last += 1;
     }
     end
+}
+
+/// The smallest key above every key starting with `prefix` (`None`: no such key, the prefix is
+/// empty or all `0xFF`).
+fn kv_prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn reaction_key(
@@ -776,6 +798,55 @@ impl Storage for EmbeddedStorage {
         row.map_or(Ok(0), |value| u64_value(Table::Counters, &value))
     }
 
+    fn kv_get(&self, table: KvTable, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.get(Table::Kv(table), key)?.map(|value| value.to_vec()))
+    }
+
+    fn kv_scan(
+        &self,
+        table: KvTable,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), StorageError> {
+        let max = max.min(KV_SCAN_MAX);
+        let (engine, snapshot) = self.read()?;
+        let keyspace = engine.keyspace(Table::Kv(table));
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        let end = match kv_prefix_end(prefix) {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        let mut rows = Vec::new();
+        for item in snapshot.range(keyspace, (start, end)) {
+            let (key, value) = kv(item)?;
+            if rows.len() == max {
+                return Ok((rows, true));
+            }
+            rows.push((key.to_vec(), value.to_vec()));
+        }
+        Ok((rows, false))
+    }
+
+    fn kv_last(
+        &self,
+        table: KvTable,
+        prefix: &[u8],
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let (engine, snapshot) = self.read()?;
+        let keyspace = engine.keyspace(Table::Kv(table));
+        match snapshot.prefix(keyspace, prefix).next_back() {
+            Some(item) => {
+                let (key, value) = kv(item)?;
+                Ok(Some((key.to_vec(), value.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
     fn close(&self) -> Result<(), StorageError> {
         let handle = match self.writer.lock() {
             Ok(mut guard) => guard.take(),
@@ -885,6 +956,12 @@ impl Writer {
         let mut pin_clock = crate::node::now_ms().max(self.last_pin_ms.load(Ordering::Relaxed));
         for write in batches.iter().flat_map(|(writes, _)| writes) {
             match write {
+                Write::Put { table, key, value } => {
+                    rows.insert((Table::Kv(*table), key.clone()), Some(value.clone()));
+                }
+                Write::Delete { table, key } => {
+                    rows.insert((Table::Kv(*table), key.clone()), None);
+                }
                 Write::Message(message) => {
                     let key = seq_key(
                         &id_prefix(&message.conversation.to_string()),

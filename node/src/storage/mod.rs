@@ -184,9 +184,63 @@ pub struct DuePost {
 /// Most banned users remembered per group (they live in the group row).
 pub const BANNED_MAX: usize = 1000;
 
+/// Tables of plain keyed rows, for state whose owner encodes its own keys and values (the
+/// commerce layer: shop logs, the event outbox, sink delivery state). Keys sort bytewise; a
+/// common prefix groups the rows of one owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KvTable {
+    /// shop, entry seq → one applied shop input (the shop's state is a replay of these).
+    ShopLog,
+    /// shop, user → staff role: read by the actors of the shop's conversations.
+    ShopStaff,
+    /// shop, event seq → commerce event, written with the state change that produced it.
+    Outbox,
+    /// Delivery state of event sinks (cursors, pending retries), as the sinks encode it.
+    Sinks,
+}
+
+impl KvTable {
+    /// Every table, in a fixed order.
+    pub const ALL: [KvTable; 4] = [
+        KvTable::ShopLog,
+        KvTable::ShopStaff,
+        KvTable::Outbox,
+        KvTable::Sinks,
+    ];
+
+    /// The table's name (a keyspace name in the embedded store).
+    pub fn name(self) -> &'static str {
+        match self {
+            KvTable::ShopLog => "shop_log",
+            KvTable::ShopStaff => "shop_staff",
+            KvTable::Outbox => "outbox",
+            KvTable::Sinks => "sinks",
+        }
+    }
+}
+
+/// Most rows one [`Storage::kv_scan`] returns.
+pub const KV_SCAN_MAX: usize = 10_000;
+
 /// One write in a batch.
 #[derive(Clone, Debug)]
 pub enum Write {
+    /// Set a keyed row.
+    Put {
+        /// The table.
+        table: KvTable,
+        /// The row's key.
+        key: Vec<u8>,
+        /// Its value.
+        value: Vec<u8>,
+    },
+    /// Remove a keyed row (nothing happens if it is absent).
+    Delete {
+        /// The table.
+        table: KvTable,
+        /// The row's key.
+        key: Vec<u8>,
+    },
     /// Append a message at its seq.
     Message(Message),
     /// Create a group.
@@ -418,6 +472,26 @@ pub trait Storage: Send + Sync + fmt::Debug {
         post: Seq,
         kind: CounterKind,
     ) -> Result<u64, StorageError>;
+
+    /// A keyed row, if present.
+    fn kv_get(&self, table: KvTable, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Up to `max` (at most [`KV_SCAN_MAX`]) rows whose key starts with `prefix`, in key order,
+    /// starting after the key `after` if given; and whether more follow.
+    fn kv_scan(
+        &self,
+        table: KvTable,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), StorageError>;
+
+    /// The row with the greatest key starting with `prefix`, if any.
+    fn kv_last(
+        &self,
+        table: KvTable,
+        prefix: &[u8],
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError>;
 
     /// Commits everything queued, stops the writer and waits for it. Blocking: call from a
     /// blocking context. Later submissions fail with [`StorageError::Closed`].

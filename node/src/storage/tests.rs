@@ -721,3 +721,74 @@ fn channels_schedules_views_and_counters() {
     assert_eq!(storage.scheduled(channel, 10).unwrap().len(), 1);
     assert_eq!(storage.due(1000, 10).unwrap().0.len(), 1);
 }
+
+#[test]
+fn keyed_rows_scan_by_prefix_page_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let put = |key: &[u8], value: &[u8]| Write::Put {
+        table: KvTable::ShopLog,
+        key: key.to_vec(),
+        value: value.to_vec(),
+    };
+    {
+        let storage = open(dir.path());
+        commit(
+            &storage,
+            vec![
+                put(b"a\0\x01", b"1"),
+                put(b"a\0\x02", b"2"),
+                put(b"a\0\x03", b"3"),
+                put(b"ab\0\x01", b"other shop"),
+                put(b"a\xff\xff", b"edge"),
+                Write::Put {
+                    table: KvTable::Outbox,
+                    key: b"a\0\x01".to_vec(),
+                    value: b"another table".to_vec(),
+                },
+            ],
+        )
+        .unwrap();
+        commit(
+            &storage,
+            vec![Write::Delete {
+                table: KvTable::ShopLog,
+                key: b"a\0\x02".to_vec(),
+            }],
+        )
+        .unwrap();
+        storage.close().unwrap();
+    }
+    let storage = open(dir.path());
+    let (rows, more) = storage.kv_scan(KvTable::ShopLog, b"a\0", None, 10).unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (b"a\0\x01".to_vec(), b"1".to_vec()),
+            (b"a\0\x03".to_vec(), b"3".to_vec())
+        ]
+    );
+    assert!(!more);
+    let (page, more) = storage.kv_scan(KvTable::ShopLog, b"a\0", None, 1).unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(more);
+    let (rest, more) = storage
+        .kv_scan(KvTable::ShopLog, b"a\0", Some(&page[0].0), 10)
+        .unwrap();
+    assert_eq!(rest, vec![(b"a\0\x03".to_vec(), b"3".to_vec())]);
+    assert!(!more);
+    // A prefix ending in 0xFF bytes has no finite end; the scan still stops at the prefix.
+    let (edge, _) = storage
+        .kv_scan(KvTable::ShopLog, b"a\xff", None, 10)
+        .unwrap();
+    assert_eq!(edge, vec![(b"a\xff\xff".to_vec(), b"edge".to_vec())]);
+    assert_eq!(
+        storage.kv_last(KvTable::ShopLog, b"a\0").unwrap(),
+        Some((b"a\0\x03".to_vec(), b"3".to_vec()))
+    );
+    assert_eq!(storage.kv_last(KvTable::ShopLog, b"zz").unwrap(), None);
+    assert_eq!(
+        storage.kv_get(KvTable::Outbox, b"a\0\x01").unwrap(),
+        Some(b"another table".to_vec())
+    );
+    assert_eq!(storage.kv_get(KvTable::ShopLog, b"a\0\x02").unwrap(), None);
+}
