@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::payments::{PaymentsSection, ProviderKind};
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +51,8 @@ pub struct Config {
     pub tls: TlsSection,
     /// `[media]`
     pub media: MediaSection,
+    /// `[payments]`: the payment provider (the built-in sandbox by default).
+    pub payments: PaymentsSection,
 }
 
 /// `[node]`: identity and data.
@@ -426,6 +430,7 @@ impl Config {
             }
         }
         self.media.validate()?;
+        self.payments.validate().map_err(ConfigError::Invalid)?;
         if self.node.name.is_empty() {
             return Err(ConfigError::Invalid("node.name must not be empty".into()));
         }
