@@ -206,6 +206,11 @@ async fn handle_webhook(
             return error_response(status, &e);
         }
     };
+    if inbound.is_empty() {
+        // Verified but not about Piazza's payments (or not an event it maps): acknowledged, so
+        // the provider stops resending it.
+        return (StatusCode::OK, "ok\n").into_response();
+    }
     // Reserve room for the whole delivery first, so that it is queued whole or not at all (a
     // partial delivery would be redelivered whole anyway; the core drops duplicates, but a
     // clean answer is simpler to reason about).

@@ -443,7 +443,7 @@ async fn forged_stale_and_malformed_webhooks_are_refused_with_typed_errors() {
 
 #[tokio::test]
 async fn events_without_piazza_metadata_verify_to_nothing() {
-    let s = setup().await;
+    let mut s = setup().await;
     let body = serde_json::json!({
         "id": "evt_other",
         "type": "payment_intent.succeeded",
@@ -471,4 +471,20 @@ async fn events_without_piazza_metadata_verify_to_nothing() {
             .unwrap()
             .is_empty()
     );
+    // Through the route: acknowledged, nothing queued.
+    let (status, _) = post_webhook(&s.webhook_url, Some(header), body.as_bytes()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s.rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn without_payments_there_is_no_webhook_route() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{WEBHOOK_PATH}", listener.local_addr().unwrap());
+    let route = tokio::spawn(async move {
+        let _ = axum::serve(listener, webhook_router(None)).await;
+    });
+    let (status, _) = post_webhook(&url, None, b"{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    route.abort();
 }
