@@ -23,6 +23,13 @@
 //! retries a request the node refused (rate limits included: the caller decides), and it does not
 //! retry group creation or leaving after a lost connection, because those are not idempotent.
 //!
+//! **Commerce.** [`Client::shop`] sends any [`commerce::ShopOp`] to a shop; typed shorthands
+//! cover the common flows (catalog: [`Client::put_product`], [`Client::set_stock`]; customers:
+//! [`Client::cart_add`], [`Client::checkout`]; staff and customers: [`Client::order_command`];
+//! coupons, promotions, staff and opening hours). [`money`] turns amounts as people write them
+//! (`"12.50"` EUR) into [`Money`] and back, exactly. The wire types are re-exported as
+//! [`commerce`], so an app needs this crate alone.
+//!
 //! Start reading at [`Client`] (`src/client/mod.rs`), then the background task
 //! (`src/driver/mod.rs`) and the cursor bookkeeping it relies on ([`Cursors`]).
 //!
@@ -51,9 +58,12 @@ mod config;
 mod cursors;
 mod driver;
 mod error;
+pub mod money;
 mod transport;
 
-pub use client::{Client, ClientEvent, Downloaded, UploadProgress, Uploaded};
+pub use client::{
+    Client, ClientEvent, Downloaded, Page, Posted, ProductFilter, UploadProgress, Uploaded,
+};
 pub use config::{ClientConfig, EventStart, REQUEST_TIMEOUT_DEFAULT, ReconnectPolicy};
 pub use cursors::{Arrival, Cursors, SyncStep};
 pub use error::ClientError;
@@ -65,7 +75,11 @@ pub use piazza_protocol::{
     MessageUpdate, PostStats, PresenceState, ReactionCount, ReceiptKind, ReceiptState,
     ScheduledPost, SendAck, Seq, SyncBatch, SyncCursor, SystemEvent, UserId,
 };
-pub use piazza_protocol::{MediaId, MediaInfo};
+pub use piazza_protocol::{Currency, MediaId, MediaInfo, Money, MoneyError};
+
+/// The commerce wire types (shops, catalogs, carts, orders, coupons, promotions) that the shop
+/// methods of [`Client`] take and return.
+pub use piazza_protocol::commerce;
 
 /// Installs rustls' ring crypto provider as the process default.
 ///

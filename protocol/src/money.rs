@@ -17,6 +17,20 @@ impl Currency {
         // The three bytes are ASCII upper-case letters by construction.
         std::str::from_utf8(&self.0).unwrap_or("???")
     }
+
+    /// Digits after the decimal point of one major unit (ISO 4217's minor unit): 2 for EUR and
+    /// USD (1.00 EUR = 100 minor units), 0 for JPY, 3 for KWD. Codes the table does not list
+    /// (including ones ISO 4217 does not define) have 2, the most common exponent, so amounts
+    /// in them still print and parse; a shop in such a currency sees cents.
+    pub fn minor_exponent(self) -> u32 {
+        match &self.0 {
+            b"BIF" | b"CLP" | b"DJF" | b"GNF" | b"ISK" | b"JPY" | b"KMF" | b"KRW" | b"PYG"
+            | b"RWF" | b"UGX" | b"UYI" | b"VND" | b"VUV" | b"XAF" | b"XOF" | b"XPF" => 0,
+            b"BHD" | b"IQD" | b"JOD" | b"KWD" | b"LYD" | b"OMR" | b"TND" => 3,
+            b"CLF" | b"UYW" => 4,
+            _ => 2,
+        }
+    }
 }
 
 impl FromStr for Currency {

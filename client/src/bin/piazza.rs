@@ -22,6 +22,11 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+// The commerce commands live beside this file, in `piazza/`, so that `src/bin/` holds only
+// binaries.
+#[path = "piazza/commerce/mod.rs"]
+mod commerce;
+
 /// Messages `chat` shows before reading input.
 const CHAT_HISTORY_COUNT: u32 = 20;
 
@@ -195,6 +200,24 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Shops: profile, hours, staff, customer conversations and product messages.
+    #[command(subcommand)]
+    Shop(commerce::ShopCommand),
+    /// A shop's catalogs, categories, products, stock and special offers.
+    #[command(subcommand)]
+    Catalog(commerce::CatalogCommand),
+    /// Your cart at a shop.
+    #[command(subcommand)]
+    Cart(commerce::CartCommand),
+    /// Orders: checkout, payment, fulfilment, refunds.
+    #[command(subcommand)]
+    Order(commerce::OrderCommand),
+    /// A shop's coupons.
+    #[command(subcommand)]
+    Coupon(commerce::CouponCommand),
+    /// Promotions: consent, quota, sending.
+    #[command(subcommand)]
+    Promo(commerce::PromoCommand),
     /// Print how far each member of a conversation has received and read.
     Receipts {
         /// The direct conversation with this user.
@@ -735,6 +758,12 @@ async fn dispatch(client: &Client, out: &Output, command: Command) -> Result<()>
             out.ack(&send(client, ConversationRef::Group(group), message).await?)
         }
         Command::Media(command) => media(client, out, command).await,
+        Command::Shop(command) => commerce::shop(client, out, command).await,
+        Command::Catalog(command) => commerce::catalog(client, out, command).await,
+        Command::Cart(command) => commerce::cart(client, out, command).await,
+        Command::Order(command) => commerce::order(client, out, command).await,
+        Command::Coupon(command) => commerce::coupon(client, out, command).await,
+        Command::Promo(command) => commerce::promo(client, out, command).await,
         Command::Channel(command) => channel(client, out, command).await,
         Command::Presence {
             target,
@@ -1452,6 +1481,7 @@ impl Output {
                     }),
                     _ => serde_json::Value::Null,
                 },
+                "commerce": commerce_json(&message.body),
             }),
         )
     }
@@ -1468,6 +1498,21 @@ impl Output {
                 "read": state.read.get(),
             }),
         )
+    }
+}
+
+/// The commerce payload of a message (a product, list, question, order or promotion, or an
+/// order update) as the wire types serialize it; `null` for other messages.
+fn commerce_json(body: &MessageBody) -> serde_json::Value {
+    match body {
+        // Serializing wire types into a JSON value cannot fail (string keys, no floats).
+        MessageBody::Commerce(body) => {
+            serde_json::to_value(body).unwrap_or(serde_json::Value::Null)
+        }
+        MessageBody::Update(MessageUpdate::Order { target, order }) => {
+            json!({ "order_update": { "target": target.get(), "order": order } })
+        }
+        _ => serde_json::Value::Null,
     }
 }
 
@@ -1536,6 +1581,7 @@ fn describe(message: &Message) -> (String, bool) {
             ),
             false,
         ),
+        MessageBody::Commerce(body) => (commerce::describe_commerce(body), false),
         MessageBody::Deleted => ("(deleted)".to_owned(), true),
         MessageBody::Update(update) => {
             let who = &message.sender;
@@ -1566,6 +1612,9 @@ fn describe(message: &Message) -> (String, bool) {
                     target,
                     pinned: false,
                 } => format!("{who} unpinned [{target}]"),
+                MessageUpdate::Order { target, order } => {
+                    commerce::describe_order_update(*target, order)
+                }
             };
             (text, true)
         }

@@ -818,7 +818,9 @@ fn random_salt() -> u64 {
 
 mod channel;
 mod media;
+mod shop;
 #[cfg(test)]
 mod tests;
 
 pub use self::media::{Downloaded, UploadProgress, Uploaded};
+pub use self::shop::{Page, Posted, ProductFilter};

@@ -31,3 +31,71 @@ fn two_clients_of_one_device_do_not_collide() {
     assert_ne!(a.next(), b.next());
     assert_ne!(random_salt(), random_salt());
 }
+
+#[test]
+fn generated_commerce_ids_are_valid() {
+    use piazza_protocol::commerce::{CommandId, ID_BYTES_MAX, OrderId};
+
+    use super::shop::commerce_id;
+
+    // The longest generated id still parses as every id type the SDK generates.
+    let longest = commerce_id("o", u64::MAX, u64::MAX);
+    assert!(longest.len() <= ID_BYTES_MAX, "{longest}");
+    longest.parse::<OrderId>().unwrap();
+    commerce_id("c", u64::MAX, u64::MAX)
+        .parse::<CommandId>()
+        .unwrap();
+    assert_eq!(commerce_id("o", 0, 7), "o-0000000000000000-7");
+}
+
+#[test]
+fn only_shop_operations_that_are_harmless_twice_are_retried() {
+    use piazza_protocol::commerce::{ShopOp, ShopProfile};
+
+    use super::Retry;
+    use super::shop::retry_of;
+
+    let product = || "p1".parse().unwrap();
+    let never = [
+        ShopOp::Create {
+            profile: ShopProfile::default(),
+        },
+        // Adding twice would add the quantity twice.
+        ShopOp::CartAdd {
+            product: product(),
+            variant: None,
+            quantity: 1,
+        },
+        ShopOp::SendProduct {
+            customer: "alice".parse().unwrap(),
+            product: product(),
+        },
+        ShopOp::AskAbout {
+            product: product(),
+            text: "in red?".into(),
+        },
+    ];
+    for op in never {
+        assert_eq!(retry_of(&op), Retry::Never, "{}", op.name());
+    }
+    let safe = [
+        ShopOp::CartSet {
+            product: product(),
+            variant: None,
+            quantity: 2,
+        },
+        ShopOp::Checkout {
+            order: "o-1".parse().unwrap(),
+            coupon: None,
+        },
+        ShopOp::Command {
+            order: "o-1".parse().unwrap(),
+            command_id: "c-1".parse().unwrap(),
+            command: piazza_protocol::commerce::OrderCommand::Accept,
+        },
+        ShopOp::Cart,
+    ];
+    for op in safe {
+        assert_eq!(retry_of(&op), Retry::Safe, "{}", op.name());
+    }
+}
