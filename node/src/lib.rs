@@ -26,6 +26,10 @@ pub mod node;
 #[allow(dead_code)]
 pub(crate) mod payments;
 pub(crate) mod session;
+// The shop actor that writes the outbox and starts the sinks is being built; until then only
+// tests do.
+#[allow(dead_code)]
+pub(crate) mod sinks;
 #[cfg(test)]
 mod sim;
 pub mod storage;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use crate::payments::{PaymentsSection, ProviderKind};
+pub use crate::sinks::{NatsSink, SinksSection, WebhookSink};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub struct Config {
     pub media: MediaSection,
     /// `[payments]`: the payment provider (the built-in sandbox by default).
     pub payments: PaymentsSection,
+    /// `[sinks]`: webhooks and NATS JetStream receiving the commerce events (none by default).
+    #[serde(default)]
+    pub sinks: SinksSection,
 }
 
 /// `[node]`: identity and data.
@@ -431,6 +435,7 @@ impl Config {
         }
         self.media.validate()?;
         self.payments.validate().map_err(ConfigError::Invalid)?;
+        self.sinks.validate().map_err(ConfigError::Invalid)?;
         if self.node.name.is_empty() {
             return Err(ConfigError::Invalid("node.name must not be empty".into()));
         }
