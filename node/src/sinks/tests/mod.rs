@@ -392,3 +392,43 @@ fn config_is_validated() {
         assert!(parse(text).is_err(), "accepted {text}");
     }
 }
+
+#[test]
+fn the_node_config_file_carries_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("piazza.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [sinks]
+        request_timeout_ms = 5000
+
+        [[sinks.webhooks]]
+        name = "erp"
+        shop = "shop-1"
+        url = "http://127.0.0.1:8080/piazza"
+        secret_file = "/etc/piazza/erp-secret"
+        event_types = ["OrderPaid"]
+
+        [sinks.nats]
+        url = "nats://127.0.0.1:4222"
+        "#,
+    )
+    .unwrap();
+    let config = crate::config::Config::load(
+        Some(&path),
+        std::iter::empty(),
+        &crate::config::Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(config.sinks.request_timeout_ms, 5000);
+    assert_eq!(config.sinks.webhooks[0].name(0), "erp");
+    assert_eq!(config.sinks.nats.unwrap().stream, "PIAZZA");
+    let defaults = crate::config::Config::load(
+        None,
+        std::iter::empty(),
+        &crate::config::Overrides::default(),
+    )
+    .unwrap();
+    assert!(defaults.sinks.webhooks.is_empty() && defaults.sinks.nats.is_none());
+}
