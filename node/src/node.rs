@@ -39,6 +39,8 @@ pub(crate) struct NodeContext {
     pub(crate) ready: AtomicBool,
     /// Wakes the scheduler of channel posts when a post is scheduled.
     pub(crate) scheduler: Arc<tokio::sync::Notify>,
+    /// Shops: staff rosters, the payment provider, the event sinks.
+    pub(crate) shops: crate::actors::shop::Shops,
 }
 
 impl NodeContext {
@@ -144,8 +146,17 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         conversations_active: std::sync::atomic::AtomicUsize::new(0),
         ready: AtomicBool::new(false),
         scheduler: Arc::new(tokio::sync::Notify::new()),
+        shops: crate::actors::shop::Shops::default(),
         config,
     });
+    let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(crate::payments::INBOUND_QUEUE_MAX);
+    let provider = crate::payments::build(&ctx.config.payments, inbound_tx.clone())
+        .map_err(|e| StartError::Actor(format!("payments: {e:#}")))?;
+    let _ = ctx.shops.provider.set(provider.clone());
+    let payments = crate::payments::PaymentsHandle {
+        provider,
+        inbound: inbound_tx,
+    };
 
     let server_tls = tls::server_config(certs, key, piazza_protocol::ALPN)?;
     let listen = ctx.config.server.listen;
@@ -177,6 +188,9 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         })?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sinks = crate::sinks::start(&ctx.config.sinks, ctx.storage.clone(), shutdown_rx.clone())
+        .map_err(|e| StartError::Actor(format!("sinks: {e:#}")))?;
+    let _ = ctx.shops.sinks.set(sinks);
     let tasks = vec![
         tokio::spawn(transport::serve(
             endpoint.clone(),
@@ -186,6 +200,12 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         tokio::spawn(crate::admin::serve(
             admin_listener,
             ctx.clone(),
+            Some(payments),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(crate::actors::shop::route_notifications(
+            ctx.clone(),
+            inbound_rx,
             shutdown_rx.clone(),
         )),
         tokio::spawn(crate::actors::scheduler::run(

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::commerce::ShopId;
 use crate::limits::{CLIENT_MSG_ID_BYTES_MAX, DEVICE_ID_BYTES_MAX, USER_NAME_BYTES_MAX};
 
 /// Why a string is not a valid id.
@@ -130,6 +131,12 @@ impl UserId {
         UserId(CHANNEL_AUTHOR.to_owned())
     }
 
+    /// The sender of a shop's automatic messages (greeting, away message, order messages,
+    /// promotions) in a customer's conversation with the shop.
+    pub fn shop() -> UserId {
+        UserId(SHOP_AUTHOR.to_owned())
+    }
+
     /// Whether this is one of the node's reserved pseudo-users (it contains `#`); no token may
     /// name one.
     pub fn is_reserved(&self) -> bool {
@@ -139,6 +146,9 @@ impl UserId {
 
 /// See [`UserId::channel`].
 const CHANNEL_AUTHOR: &str = "#channel";
+
+/// See [`UserId::shop`].
+const SHOP_AUTHOR: &str = "#shop";
 
 string_id!(
     /// A device of a user: 1–64 bytes of `[A-Za-z0-9_.:-]`.
@@ -295,6 +305,14 @@ pub enum ConversationId {
         /// The post commented on.
         post: Seq,
     },
+    /// A customer's conversation with a shop: the customer on one side, the shop's staff on
+    /// the other.
+    Shop {
+        /// The shop.
+        shop: ShopId,
+        /// The customer.
+        customer: UserId,
+    },
 }
 
 impl ConversationId {
@@ -317,7 +335,8 @@ impl ConversationId {
             ConversationId::Direct { low, high } => low == user || high == user,
             ConversationId::Group(_)
             | ConversationId::Channel(_)
-            | ConversationId::Comments { .. } => false,
+            | ConversationId::Comments { .. }
+            | ConversationId::Shop { .. } => false,
         }
     }
 
@@ -339,6 +358,7 @@ impl fmt::Display for ConversationId {
             ConversationId::Group(g) => write!(f, "g:{g}"),
             ConversationId::Channel(c) => write!(f, "c:{c}"),
             ConversationId::Comments { channel, post } => write!(f, "c:{channel}:{post}"),
+            ConversationId::Shop { shop, customer } => write!(f, "s:{shop}:{customer}"),
         }
     }
 }
@@ -388,9 +408,20 @@ impl FromStr for ConversationId {
                 }
             };
         }
+        if let Some(rest) = s.strip_prefix("s:") {
+            // Shop ids may contain ':', user ids never do: the customer follows the last one.
+            let (shop, customer) = rest.rsplit_once(':').ok_or(IdError::Malformed {
+                kind: "conversation id",
+                reason: "expected s:<shop>:<customer>",
+            })?;
+            return Ok(ConversationId::Shop {
+                shop: shop.parse()?,
+                customer: customer.parse()?,
+            });
+        }
         Err(IdError::Malformed {
             kind: "conversation id",
-            reason: "expected dm:…, g:… or c:…",
+            reason: "expected dm:…, g:…, c:… or s:…",
         })
     }
 }
@@ -402,6 +433,7 @@ enum ConversationIdRepr {
     Group(GroupId),
     Channel(ChannelId),
     Comments(ChannelId, Seq),
+    Shop(ShopId, UserId),
 }
 
 impl TryFrom<ConversationIdRepr> for ConversationId {
@@ -424,6 +456,7 @@ impl TryFrom<ConversationIdRepr> for ConversationId {
             ConversationIdRepr::Comments(channel, post) => {
                 Ok(ConversationId::Comments { channel, post })
             }
+            ConversationIdRepr::Shop(shop, customer) => Ok(ConversationId::Shop { shop, customer }),
         }
     }
 }
@@ -437,6 +470,7 @@ impl From<ConversationId> for ConversationIdRepr {
             ConversationId::Comments { channel, post } => {
                 ConversationIdRepr::Comments(channel, post)
             }
+            ConversationId::Shop { shop, customer } => ConversationIdRepr::Shop(shop, customer),
         }
     }
 }

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod commerce;
 mod error;
 mod frame;
 mod ids;

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
+use crate::commerce::{CommerceBody, OrderView, ShopId, ShopOp, ShopReply};
 use crate::ids::{
     ChannelId, ClientMsgId, ConversationId, ConversationRef, DeviceId, GroupId, Seq, UserId,
 };
@@ -373,6 +374,13 @@ pub enum Request {
         /// The conversation.
         conversation: ConversationRef,
     },
+    /// One operation on a shop (see [`crate::commerce`]). Answered with [`Response::Shop`].
+    Shop {
+        /// The shop.
+        shop: ShopId,
+        /// What to do.
+        op: ShopOp,
+    },
 }
 
 impl Request {
@@ -470,6 +478,7 @@ impl Request {
                 check_len("name", name.len(), GROUP_NAME_BYTES_MAX)?;
                 check_len("members", members.len(), GROUP_CREATE_MEMBERS_MAX)?;
             }
+            Request::Shop { op, .. } => op.validate()?,
         }
         Ok(())
     }
@@ -518,6 +527,7 @@ impl Request {
             Request::SetPresence { .. } => "set_presence",
             Request::SetAvatar { .. } => "set_avatar",
             Request::WatchPresence { .. } => "watch_presence",
+            Request::Shop { .. } => "shop",
         }
     }
 }
@@ -660,6 +670,8 @@ pub enum Response {
     PostStats(Vec<PostStats>),
     /// The presence of the watched users who share it.
     Presence(Vec<PresenceState>),
+    /// The answer to a [`Request::Shop`].
+    Shop(Box<ShopReply>),
 }
 
 /// A channel's profile.
@@ -874,6 +886,9 @@ pub enum MessageBody {
         /// The caption (may be empty).
         caption: String,
     },
+    /// A product, product list, question about a product, order or promotion, in a customer's
+    /// conversation with a shop.
+    Commerce(Box<CommerceBody>),
 }
 
 /// A change to an earlier message of the same conversation.
@@ -906,6 +921,13 @@ pub enum MessageUpdate {
         target: Seq,
         /// Pinned (true) or unpinned (false).
         pinned: bool,
+    },
+    /// The order of order message `target` changed: history and sync show it updated.
+    Order {
+        /// The order message.
+        target: Seq,
+        /// The order as it is now.
+        order: Box<OrderView>,
     },
 }
 

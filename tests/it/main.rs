@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod channels;
 mod chat;
+mod commerce;
 mod durability;
 mod fanout;
 mod features;

@@ -368,6 +368,7 @@ pub fn text(message: &Message) -> &str {
         piazza_protocol::MessageBody::System(_) => "<system>",
         piazza_protocol::MessageBody::Update(_) => "<update>",
         piazza_protocol::MessageBody::Deleted => "<deleted>",
+        piazza_protocol::MessageBody::Commerce(_) => "<commerce>",
         piazza_protocol::MessageBody::Media { caption, .. } => caption,
     }
 }

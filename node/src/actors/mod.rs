@@ -13,4 +13,5 @@
 pub(crate) mod conversation;
 pub(crate) mod relay;
 pub(crate) mod scheduler;
+pub(crate) mod shop;
 pub(crate) mod supervisor;

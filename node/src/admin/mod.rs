@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/healthz` (the process is up), `/readyz` (it accepts work: started, not
-//! shutting down, storage healthy), `/metrics` (Prometheus text).
+//! shutting down, storage healthy), `/metrics` (Prometheus text), and the payment provider's
+//! webhook (`POST /payments/webhook`, signature-checked by the provider adapter).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::node::NodeContext;
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     ctx: Arc<NodeContext>,
+    payments: Option<crate::payments::PaymentsHandle>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Install the recorder before the first scrape so early metrics are not lost.
@@ -23,7 +25,8 @@ pub(crate) async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(ctx);
+        .with_state(ctx)
+        .merge(crate::payments::webhook_router(payments));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

@@ -10,18 +10,7 @@ use std::fmt;
 use piazza_protocol::UserId;
 
 use super::error::Error;
-
-/// A staff member's role in a shop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum StaffRole {
-    /// Runs the shop: everything a manager may, plus staff administration (the shop actor's
-    /// business).
-    Owner,
-    /// Manages catalog, coupons and promotions, cancels paid orders and refunds.
-    Manager,
-    /// Serves customers: accepts, rejects, fulfils and delivers orders. Never moves money back.
-    Agent,
-}
+pub(crate) use piazza_protocol::commerce::StaffRole;
 
 /// Who issues a command.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

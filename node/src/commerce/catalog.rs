@@ -22,10 +22,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use piazza_protocol::{Currency, MediaId, Money};
+use piazza_protocol::{Currency, Money};
 
 use super::error::Error;
 use super::ids::{CatalogId, CategoryId, OfferId, OrderId, ProductId, VariantId};
+pub(crate) use piazza_protocol::commerce::{
+    Offer, OfferPrice, OfferTarget, ProductSpec, Section, VariantSpec,
+};
 
 /// Most products per shop (across its catalogs). The whole catalog lives in the shop actor's
 /// memory; 10,000 products with a few variants each is a few megabytes.
@@ -57,79 +60,6 @@ pub(crate) const BASIS_POINTS_MAX: u16 = 10_000;
 /// step idempotently; the shop [`Catalog::forget`]s them when it archives the order. A reserve
 /// beyond this fails with [`Error::TooMany`] rather than growing without bound.
 pub(crate) const RESERVATIONS_MAX: usize = 100_000;
-
-/// A product as staff define it. Stock is set separately ([`Catalog::set_stock`]), so that
-/// editing a product never touches reservations.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ProductSpec {
-    pub(crate) id: ProductId,
-    pub(crate) catalog: CatalogId,
-    pub(crate) title: String,
-    pub(crate) description: String,
-    /// The base price; variants may override it. Never negative (zero is allowed: free samples).
-    pub(crate) price: Money,
-    pub(crate) categories: Vec<CategoryId>,
-    pub(crate) media: Vec<MediaId>,
-    /// Empty for a product sold as one thing; otherwise every order line names a variant.
-    pub(crate) variants: Vec<VariantSpec>,
-    /// Inactive products stay in the catalog but cannot be added to carts or ordered.
-    pub(crate) active: bool,
-}
-
-/// One variant of a product.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct VariantSpec {
-    pub(crate) id: VariantId,
-    pub(crate) title: String,
-    /// Option name and value pairs, e.g. `("size", "L")`.
-    pub(crate) options: Vec<(String, String)>,
-    /// Overrides the product's base price, in the same currency.
-    pub(crate) price: Option<Money>,
-}
-
-/// A catalog or a category: a named list shown to customers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Section {
-    pub(crate) title: String,
-}
-
-/// A price override valid in `[starts_ms, ends_ms)`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Offer {
-    pub(crate) id: OfferId,
-    pub(crate) target: OfferTarget,
-    pub(crate) price: OfferPrice,
-    pub(crate) starts_ms: u64,
-    pub(crate) ends_ms: u64,
-}
-
-/// What an offer applies to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum OfferTarget {
-    /// Every product of the shop (a sales period).
-    All,
-    /// Every product of one catalog.
-    Catalog(CatalogId),
-    /// Every product in one category.
-    Category(CategoryId),
-    /// One product, all its variants.
-    Product(ProductId),
-    /// One variant of one product.
-    Variant(ProductId, VariantId),
-}
-
-/// The price an offer sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OfferPrice {
-    /// This price (only for a product or variant target: it must be in the product's currency).
-    Fixed(Money),
-    /// This much off, in basis points (1 % = 100). The discount is rounded to the nearest minor
-    /// unit, halves in the customer's favour.
-    PercentOff {
-        /// 1..=10,000.
-        basis_points: u16,
-    },
-}
 
 /// The stock of one sellable unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

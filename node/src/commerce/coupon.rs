@@ -15,36 +15,11 @@ use piazza_protocol::{Money, UserId};
 use super::catalog::{BASIS_POINTS_MAX, Change, check_price, percent_off, same_currency};
 use super::error::Error;
 use super::ids::{CouponCode, OrderId};
+pub(crate) use piazza_protocol::commerce::{CouponSpec, Discount};
 
 /// Most coupons per shop. They are checked one by one only by code (a map lookup); the bound is
 /// for memory and for the coupon list staff page through.
 pub(crate) const COUPONS_MAX: usize = 1000;
-
-/// What a coupon takes off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Discount {
-    /// A share of the order total, in basis points (1 % = 100), rounded like offers (halves in
-    /// the customer's favour).
-    Percent { basis_points: u16 },
-    /// A fixed amount, never more than the order total (the total never goes negative).
-    Amount(Money),
-}
-
-/// A coupon as staff define it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct CouponSpec {
-    pub(crate) code: CouponCode,
-    pub(crate) discount: Discount,
-    /// Valid in `[starts_ms, ends_ms)`.
-    pub(crate) starts_ms: u64,
-    pub(crate) ends_ms: u64,
-    /// Most redemptions in all; `None` for no limit.
-    pub(crate) total_max: Option<u32>,
-    /// Most redemptions per customer; `None` for no limit.
-    pub(crate) per_customer_max: Option<u32>,
-    /// Smallest order total (before the discount) the coupon applies to.
-    pub(crate) minimum: Option<Money>,
-}
 
 /// One redemption, held by an order.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -38,7 +38,6 @@
 //! (accepting an accepted order is [`Error::InvalidTransition`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use piazza_protocol::{Money, UserId};
 
@@ -47,7 +46,8 @@ use super::catalog::{Item, PricedItem};
 use super::error::Error;
 use super::event::Effects;
 use super::ids::{CommandId, CouponCode, OrderId};
-use super::payment::{OrderPayments, PaymentPlan, PaymentStatus};
+use super::payment::{OrderPayments, PaymentStatus};
+pub(crate) use piazza_protocol::commerce::{OrderCommand, OrderStatus};
 
 /// Most commands one order records. The state machine bounds them: one per forward transition,
 /// at most [`super::payment::ATTEMPTS_MAX`] retries per instalment and one refund per
@@ -57,135 +57,6 @@ pub(crate) const COMMANDS_PER_ORDER_MAX: usize = 64;
 pub(crate) const REASON_BYTES_MAX: usize = 500;
 /// Longest tracking reference (carrier and number, or a URL) in bytes.
 pub(crate) const TRACKING_BYTES_MAX: usize = 300;
-
-/// Where an order is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum OrderStatus {
-    /// Sent by the customer; stock reserved. Waiting for the shop.
-    Placed,
-    /// The shop will serve it. Waiting for the customer to choose how to pay.
-    Accepted,
-    /// The shop refused it (closed).
-    Rejected,
-    /// A payment plan is chosen; waiting for the first payment.
-    AwaitingPayment,
-    /// Paid in full, or its first instalment: stock is sold, the shop ships.
-    Paid,
-    /// Shipped or handed over.
-    Fulfilled,
-    /// Arrived.
-    Delivered,
-    /// Done (still refundable).
-    Completed,
-    /// Cancelled by the customer or the shop (closed).
-    Cancelled,
-    /// Not paid in time (closed).
-    Expired,
-    /// Everything paid was refunded and nothing more will be charged (closed).
-    Refunded,
-}
-
-impl OrderStatus {
-    /// Not yet paid: stock is held, the coupon may be given back, the order may expire.
-    pub(crate) fn is_unpaid(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Placed | OrderStatus::Accepted | OrderStatus::AwaitingPayment
-        )
-    }
-
-    /// Paid and not refunded: instalments run, refunds may be asked.
-    pub(crate) fn is_paid(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Paid
-                | OrderStatus::Fulfilled
-                | OrderStatus::Delivered
-                | OrderStatus::Completed
-        )
-    }
-
-    /// Closed without being served: money that still arrives is given back.
-    pub(crate) fn is_closed(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Rejected | OrderStatus::Cancelled | OrderStatus::Expired
-        )
-    }
-
-    /// Nothing more will happen to the order's status.
-    pub(crate) fn is_final(self) -> bool {
-        self.is_closed() || matches!(self, OrderStatus::Completed | OrderStatus::Refunded)
-    }
-
-    /// A stable lower-case name.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Placed => "placed",
-            OrderStatus::Accepted => "accepted",
-            OrderStatus::Rejected => "rejected",
-            OrderStatus::AwaitingPayment => "awaiting_payment",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Fulfilled => "fulfilled",
-            OrderStatus::Delivered => "delivered",
-            OrderStatus::Completed => "completed",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Expired => "expired",
-            OrderStatus::Refunded => "refunded",
-        }
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A command on an existing order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum OrderCommand {
-    Accept,
-    Reject {
-        reason: String,
-    },
-    /// Choose how to pay; starts the first payment.
-    RequestPayment {
-        plan: PaymentPlan,
-    },
-    /// Try a declined payment again (the first one while awaiting payment, else the earliest
-    /// failed instalment).
-    RetryPayment,
-    Cancel {
-        reason: String,
-    },
-    Fulfil {
-        tracking: Option<String>,
-    },
-    MarkDelivered,
-    Complete,
-    /// Refund `amount`; refunding everything refundable also stops instalments not yet charged.
-    Refund {
-        amount: Money,
-    },
-}
-
-impl OrderCommand {
-    /// A stable name, for errors and logs.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            OrderCommand::Accept => "accept",
-            OrderCommand::Reject { .. } => "reject",
-            OrderCommand::RequestPayment { .. } => "request payment for",
-            OrderCommand::RetryPayment => "retry payment of",
-            OrderCommand::Cancel { .. } => "cancel",
-            OrderCommand::Fulfil { .. } => "fulfil",
-            OrderCommand::MarkDelivered => "mark delivered",
-            OrderCommand::Complete => "complete",
-            OrderCommand::Refund { .. } => "refund",
-        }
-    }
-}
 
 /// What a command id was used for: a replay must match it exactly.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -50,6 +50,7 @@ use piazza_protocol::{Currency, Money};
 use super::error::Error;
 use super::event::{CommerceEvent, Effects};
 use super::ids::{ID_BYTES_MAX, OrderId, PaymentId, ProviderEventId, RefundId};
+pub(crate) use piazza_protocol::commerce::PaymentPlan;
 
 /// Most instalments of one order. Buy-now-pay-later plans run 2–12 months.
 pub(crate) const INSTALMENTS_MAX: u32 = 12;
@@ -70,16 +71,6 @@ pub(crate) const SEEN_EVENTS_MAX: usize = 32;
 /// attempt. Stripe accepts 255 characters.
 pub(crate) const IDEMPOTENCY_KEY_BYTES_MAX: usize = 7 + ID_BYTES_MAX + 1 + 10 + 1 + 9 + 10 + 1 + 10;
 const _: () = assert!(IDEMPOTENCY_KEY_BYTES_MAX <= 255);
-
-/// How an order is paid.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PaymentPlan {
-    /// One payment of the whole total, now.
-    Full,
-    /// `count` payments, the first now and one every `interval_ms` after. The total is split
-    /// evenly; the first instalment carries the remainder, so later ones are equal.
-    Instalments { count: u32, interval_ms: u64 },
-}
 
 /// Where one payment is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,7 +97,7 @@ pub(crate) enum PaymentStatus {
 }
 
 /// Where one refund is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum RefundStatus {
     /// Asked for (or reported pending by the provider).
     Requested,
@@ -185,7 +176,7 @@ pub(crate) struct ProviderRequest {
 }
 
 /// A verified notification from the provider about one attempt of one payment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Notification {
     /// The provider's id of this notification.
     pub(crate) event: ProviderEventId,
@@ -198,7 +189,7 @@ pub(crate) struct Notification {
 }
 
 /// What the provider says happened.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum NotificationKind {
     Authorized {
         amount: Money,
@@ -221,7 +212,7 @@ pub(crate) enum NotificationKind {
 /// The provider's whole view of one attempt of one payment, fetched by the caller (a sync).
 /// Trusted, since the caller asked the provider itself, but still checked for consistency and
 /// against what was already confirmed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Snapshot {
     pub(crate) payment: PaymentId,
     pub(crate) attempt: u32,
@@ -233,7 +224,7 @@ pub(crate) struct Snapshot {
 }
 
 /// The provider's status of an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum SnapshotStatus {
     /// Created, not decided (waiting for the customer or the bank).
     Pending,
@@ -244,7 +235,7 @@ pub(crate) enum SnapshotStatus {
 }
 
 /// One refund as the provider knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RefundSnapshot {
     /// Piazza's refund id, or the id the adapter gives a refund made at the provider.
     pub(crate) refund: RefundId,

@@ -20,6 +20,9 @@ use piazza_protocol::UserId;
 
 use super::error::Error;
 use super::ids::{Label, ProductId, PromotionId};
+#[cfg(test)]
+pub(crate) use piazza_protocol::commerce::QUOTA_WINDOW_MS_DEFAULT;
+pub(crate) use piazza_protocol::commerce::{Quota, Scope};
 
 /// Most promotions a shop keeps (sent ones included, until it removes them).
 pub(crate) const PROMOTIONS_MAX: usize = 1000;
@@ -28,10 +31,6 @@ pub(crate) const PROMOTIONS_MAX: usize = 1000;
 pub(crate) const QUOTA_COUNT_MAX: u32 = 31;
 /// Shortest quota window: a day.
 pub(crate) const QUOTA_WINDOW_MS_MIN: u64 = 24 * 60 * 60 * 1000;
-/// The default quota: 4 promotions per customer…
-pub(crate) const QUOTA_COUNT_DEFAULT: u32 = 4;
-/// …in any 30 days.
-pub(crate) const QUOTA_WINDOW_MS_DEFAULT: u64 = 30 * 24 * 60 * 60 * 1000;
 /// Most nodes in a segment expression; segments are evaluated once per customer, so their size
 /// bounds the cost of an audience.
 pub(crate) const SEGMENT_NODES_MAX: usize = 32;
@@ -41,17 +40,6 @@ pub(crate) const LABELS_MAX: usize = 32;
 /// new ones are not recorded: segments on very old interests lose precision, memory stays
 /// bounded.
 pub(crate) const PROFILE_PRODUCTS_MAX: usize = 500;
-
-/// What a customer consents to receive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Scope {
-    /// Discounts, sales and coupons.
-    Offers,
-    /// New products, restocks.
-    Products,
-    /// News about the shop.
-    News,
-}
 
 /// A customer's consent to one scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,22 +131,6 @@ impl Segment {
             }
             Segment::Not(inner) => 1 + inner.nodes(),
             _ => 1,
-        }
-    }
-}
-
-/// How many promotions a customer may receive per rolling window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Quota {
-    pub(crate) count_max: u32,
-    pub(crate) window_ms: u64,
-}
-
-impl Default for Quota {
-    fn default() -> Quota {
-        Quota {
-            count_max: QUOTA_COUNT_DEFAULT,
-            window_ms: QUOTA_WINDOW_MS_DEFAULT,
         }
     }
 }

@@ -177,6 +177,11 @@ impl Shop {
         self.orders.values()
     }
 
+    /// How many orders are held in memory.
+    pub(crate) fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+
     /// Adds to the customer's cart (creating it).
     pub(crate) fn cart_add(
         &mut self,

@@ -57,6 +57,8 @@ pub struct Config {
     /// `[sinks]`: webhooks and NATS JetStream receiving the commerce events (none by default).
     #[serde(default)]
     pub sinks: SinksSection,
+    /// `[commerce]`: shops.
+    pub commerce: CommerceSection,
 }
 
 /// `[node]`: identity and data.
@@ -319,6 +321,36 @@ impl Default for MediaSection {
     }
 }
 
+/// `[commerce]`: shops.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommerceSection {
+    /// Users who operate the node: only they may set a shop's verified badge.
+    pub operators: Vec<String>,
+    /// How long an unpaid order holds its stock, from placement (default a day).
+    pub unpaid_order_ttl_secs: u64,
+    /// How long a final order (completed, refunded, closed) stays in memory after its last
+    /// change before it is archived to storage, where it can still be read but no longer
+    /// changed (default 30 days). Memory pressure archives the oldest earlier.
+    pub archive_after_secs: u64,
+}
+
+/// Default of `commerce.archive_after_secs`: 30 days.
+pub const ARCHIVE_AFTER_SECS_DEFAULT: u64 = 30 * 24 * 60 * 60;
+
+/// Default of `commerce.unpaid_order_ttl_secs`: a day.
+pub const UNPAID_ORDER_TTL_SECS_DEFAULT: u64 = 24 * 60 * 60;
+
+impl Default for CommerceSection {
+    fn default() -> Self {
+        CommerceSection {
+            operators: Vec::new(),
+            unpaid_order_ttl_secs: UNPAID_ORDER_TTL_SECS_DEFAULT,
+            archive_after_secs: ARCHIVE_AFTER_SECS_DEFAULT,
+        }
+    }
+}
+
 /// Values given on the command line; they override everything else.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -436,6 +468,18 @@ impl Config {
         self.media.validate()?;
         self.payments.validate().map_err(ConfigError::Invalid)?;
         self.sinks.validate().map_err(ConfigError::Invalid)?;
+        if self.commerce.unpaid_order_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "commerce.unpaid_order_ttl_secs must be at least 1".into(),
+            ));
+        }
+        for operator in &self.commerce.operators {
+            if operator.parse::<piazza_protocol::UserId>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "commerce.operators: {operator:?} is not a user id"
+                )));
+            }
+        }
         if self.node.name.is_empty() {
             return Err(ConfigError::Invalid("node.name must not be empty".into()));
         }

@@ -24,7 +24,9 @@ pub(crate) const SIGNATURES_MAX: usize = 8;
 /// Length of an HMAC-SHA256 tag in bytes.
 const TAG_BYTES: usize = 32;
 
-/// The hex HMAC-SHA256 of `"<timestamp_secs>.<body>"` under `secret`.
+/// The hex HMAC-SHA256 of `"<timestamp_secs>.<body>"` under `secret` (what a provider computes;
+/// the tests' provider server signs with it).
+#[cfg(test)]
 pub(crate) fn sign(secret: &[u8], timestamp_secs: u64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let tag = hmac::sign(&key, &signed_payload(&timestamp_secs.to_string(), body));
@@ -32,6 +34,7 @@ pub(crate) fn sign(secret: &[u8], timestamp_secs: u64, body: &[u8]) -> String {
 }
 
 /// A whole header value, `t=<timestamp_secs>,v1=<signature>`, as the provider sends it.
+#[cfg(test)]
 pub(crate) fn header_value(secret: &[u8], timestamp_secs: u64, body: &[u8]) -> String {
     format!(
         "t={timestamp_secs},v1={}",
@@ -101,6 +104,7 @@ fn signed_payload(timestamp: &str, body: &[u8]) -> Vec<u8> {
     payload
 }
 
+#[cfg(test)]
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

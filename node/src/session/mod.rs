@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use piazza_protocol::commerce::ShopOp;
 use piazza_protocol::{
     ConversationId, ConversationRef, Datagram, DeviceId, ErrorCode, GroupId, PROTOCOL_VERSION,
     Request, Response, UserId,
@@ -238,6 +239,14 @@ impl SessionState {
                 | Request::Forward { .. }
                 | Request::SendMedia { .. }
                 | Request::SchedulePost { .. } => self.limiter.try_acquire(now),
+                Request::Shop {
+                    op:
+                        ShopOp::SendProduct { .. }
+                        | ShopOp::SendProductList { .. }
+                        | ShopOp::AskAbout { .. }
+                        | ShopOp::Checkout { .. },
+                    ..
+                } => self.limiter.try_acquire(now),
                 _ => Ok(()),
             });
         if let Err(wait) = admitted {
@@ -672,6 +681,13 @@ impl SessionState {
                     });
                 }
             },
+            Request::Shop { shop, op } => {
+                // The shop's actor decides; the session keeps serving meanwhile.
+                tokio::spawn(async move {
+                    let response = ctx.ask_shop(&shop, user, op).await;
+                    let _ = reply.send(response);
+                });
+            }
             Request::Heads { after } => {
                 // Index reads of committed data, bounded by HEADS_MAX: cheap enough inline.
                 let _ = reply.send(sync::heads(&ctx, &user, after.as_ref()));

@@ -66,8 +66,8 @@ use piazza_protocol::{
 use tokio::sync::mpsc;
 
 use super::{
-    ChannelRecord, CommitCallback, CounterKind, DuePost, GroupRecord, KV_SCAN_MAX, KvTable, Role,
-    Storage, StorageError, Write, decode_channel_row, decode_group_row, decode_message_row,
+    ChannelRecord, CommitCallback, CounterKind, DuePost, GroupRecord, KV_SCAN_MAX, KvRow, KvTable,
+    Role, Storage, StorageError, Write, decode_channel_row, decode_group_row, decode_message_row,
     decode_scheduled_row, encode_channel_row, encode_group_row, encode_message_row,
     encode_scheduled_row,
 };
@@ -808,7 +808,7 @@ impl Storage for EmbeddedStorage {
         prefix: &[u8],
         after: Option<&[u8]>,
         max: usize,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), StorageError> {
+    ) -> Result<(Vec<KvRow>, bool), StorageError> {
         let max = max.min(KV_SCAN_MAX);
         let (engine, snapshot) = self.read()?;
         let keyspace = engine.keyspace(Table::Kv(table));
@@ -831,11 +831,7 @@ impl Storage for EmbeddedStorage {
         Ok((rows, false))
     }
 
-    fn kv_last(
-        &self,
-        table: KvTable,
-        prefix: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn kv_last(&self, table: KvTable, prefix: &[u8]) -> Result<Option<KvRow>, StorageError> {
         let (engine, snapshot) = self.read()?;
         let keyspace = engine.keyspace(Table::Kv(table));
         match snapshot.prefix(keyspace, prefix).next_back() {

@@ -219,6 +219,9 @@ impl KvTable {
     }
 }
 
+/// One keyed row: key and value.
+pub type KvRow = (Vec<u8>, Vec<u8>);
+
 /// Most rows one [`Storage::kv_scan`] returns.
 pub const KV_SCAN_MAX: usize = 10_000;
 
@@ -484,14 +487,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
         prefix: &[u8],
         after: Option<&[u8]>,
         max: usize,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), StorageError>;
+    ) -> Result<(Vec<KvRow>, bool), StorageError>;
 
     /// The row with the greatest key starting with `prefix`, if any.
-    fn kv_last(
-        &self,
-        table: KvTable,
-        prefix: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn kv_last(&self, table: KvTable, prefix: &[u8]) -> Result<Option<KvRow>, StorageError>;
 
     /// Commits everything queued, stops the writer and waits for it. Blocking: call from a
     /// blocking context. Later submissions fail with [`StorageError::Closed`].

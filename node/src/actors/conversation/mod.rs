@@ -200,10 +200,21 @@ impl ConversationMsg {
 /// A requested change, before the actor has looked up what it needs from storage.
 #[derive(Clone, Debug)]
 pub(crate) enum UpdateRequest {
-    Edit { text: String },
+    Edit {
+        text: String,
+    },
     Delete,
-    React { emoji: String, add: bool },
-    Pin { pinned: bool },
+    React {
+        emoji: String,
+        add: bool,
+    },
+    Pin {
+        pinned: bool,
+    },
+    /// The shop shows an order's new state in its order message.
+    Order {
+        order: Box<piazza_protocol::commerce::OrderView>,
+    },
 }
 
 /// A group operation, checked by the core against the caller's role.
@@ -347,6 +358,9 @@ impl Actor for ConversationActor {
                     storage.counter(&channel_id, *post, crate::storage::CounterKind::Comments)?;
                 restored.members = storage.members(&id, limits.channel_subscribers_max)?;
             }
+            ConversationId::Shop { shop, .. } => {
+                restored.shop_staff = ctx.shops.staff(&ctx.storage, shop)?;
+            }
             ConversationId::Direct { .. } => {}
         }
         restored.last_seq = storage.last_seq(&id)?;
@@ -426,6 +440,16 @@ impl Actor for ConversationActor {
                 }
             }
         }
+        if let Some((shop, _)) = state.core.shop_of() {
+            // Who is on the shop's staff is the shop actor's to say: take its latest roster.
+            match state.ctx.shops.staff(&state.ctx.storage, shop) {
+                Ok(roster) => state.core.note_shop_staff(roster),
+                Err(e) => {
+                    message.fail(e.to_error_code());
+                    return Ok(());
+                }
+            }
+        }
         match message {
             ConversationMsg::Send {
                 sender,
@@ -434,10 +458,17 @@ impl Actor for ConversationActor {
                 received,
                 reply,
             } => {
-                let outcome =
-                    state
-                        .core
-                        .handle_send(&sender, client_msg_id, draft, crate::node::now_ms());
+                let now = crate::node::now_ms();
+                let notice = state.shop_notice(&sender, &draft, now);
+                let outcome = state.core.handle_send(&sender, client_msg_id, draft, now);
+                if let (Some(notice), Ok(SendOutcome::Append { message, .. })) = (notice, &outcome)
+                {
+                    // The shop answers first contacts and out-of-hours messages, and measures
+                    // how long customers wait for staff.
+                    let seq = message.seq;
+                    let ctx = state.ctx.clone();
+                    tokio::spawn(async move { ctx.notify_shop(notice.with_seq(seq)).await });
+                }
                 state.execute(&myself, outcome, received, reply);
             }
             ConversationMsg::Update {
@@ -651,6 +682,40 @@ impl Actor for ConversationActor {
 }
 
 impl ConversationState {
+    /// For a message by `sender` in a shop conversation, what to tell the shop once it is
+    /// stored (the seq is filled in then). Only what people write counts: text, media and
+    /// questions about products; not the shop's own messages.
+    fn shop_notice(
+        &self,
+        sender: &UserId,
+        draft: &Draft,
+        now_ms: u64,
+    ) -> Option<crate::actors::shop::ShopNotice> {
+        let (shop, customer) = self.core.shop_of()?;
+        if *sender == UserId::shop() {
+            return None;
+        }
+        let written = match &draft.body {
+            piazza_protocol::MessageBody::Text(_) | piazza_protocol::MessageBody::Media { .. } => {
+                true
+            }
+            piazza_protocol::MessageBody::Commerce(body) => matches!(
+                body.as_ref(),
+                piazza_protocol::commerce::CommerceBody::AskAbout { .. }
+                    | piazza_protocol::commerce::CommerceBody::Product { .. }
+                    | piazza_protocol::commerce::CommerceBody::ProductList { .. }
+            ),
+            _ => false,
+        };
+        written.then(|| crate::actors::shop::ShopNotice {
+            shop: shop.clone(),
+            customer: customer.clone(),
+            from_staff: sender != customer && self.core.is_shop_staff(sender),
+            at_ms: now_ms,
+            seq: Seq::ZERO,
+        })
+    }
+
     /// Executes the outcome of a send or an update: persist, then ack and fan out.
     fn execute(
         &mut self,
@@ -849,6 +914,7 @@ impl ConversationState {
             UpdateRequest::Edit { text } => Change::Edit { text },
             UpdateRequest::Delete => Change::Delete,
             UpdateRequest::Pin { pinned } => Change::Pin { pinned },
+            UpdateRequest::Order { order } => Change::Order { order },
             UpdateRequest::React { emoji, add } => {
                 let key = (target, emoji, user.clone());
                 let already = match self.written.reacted.get(&key) {
@@ -1004,7 +1070,7 @@ impl ConversationState {
 }
 
 /// Waits until everything submitted to storage so far is durable.
-async fn barrier(ctx: &NodeContext) -> Result<(), StorageError> {
+pub(crate) async fn barrier(ctx: &NodeContext) -> Result<(), StorageError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     ctx.storage.submit(
         Vec::new(),

@@ -13,6 +13,8 @@ use piazza_protocol::{
     ReceiptState, ScheduledPost, SendAck, Seq, SystemEvent, UserId,
 };
 
+use piazza_protocol::commerce::StaffRole;
+
 use crate::storage::{BANNED_MAX, ChannelRecord, CounterKind, GroupRecord, Role, Write};
 
 mod channel;
@@ -54,7 +56,14 @@ enum Kind {
         /// Comments in the thread (text and media, not deleted).
         comments: u64,
     },
+    /// A customer's conversation with a shop. `members` are the customer and the shop's staff;
+    /// `staff` is the shop actor's published roster (empty: no such shop), refreshed by the
+    /// actor before every request ([`ConversationCore::note_shop_staff`]).
+    Shop { customer: UserId, staff: ShopStaff },
 }
+
+/// A shop's staff roster as its shop actor publishes it.
+pub(crate) type ShopStaff = Arc<BTreeMap<UserId, StaffRole>>;
 
 /// Most callers whose channel role a comment thread remembers; the map is cleared when full
 /// (the actor refreshes the caller's role before each request anyway).
@@ -109,6 +118,8 @@ pub(crate) struct Restored {
     pub(crate) post_exists: bool,
     /// For a comment thread: its comment counter.
     pub(crate) comments: u64,
+    /// For a shop conversation: the shop's staff.
+    pub(crate) shop_staff: ShopStaff,
 }
 
 /// The content of a new message.
@@ -146,6 +157,10 @@ pub(crate) enum Change {
     },
     Pin {
         pinned: bool,
+    },
+    /// The shop shows an order's new state in its order message.
+    Order {
+        order: Box<piazza_protocol::commerce::OrderView>,
     },
 }
 
@@ -205,6 +220,16 @@ impl ConversationCore {
                 },
                 restored.members.into_iter().map(|(user, _)| user).collect(),
             ),
+            ConversationId::Shop { customer, .. } => {
+                let members = shop_members(customer, &restored.shop_staff);
+                (
+                    Kind::Shop {
+                        customer: customer.clone(),
+                        staff: restored.shop_staff,
+                    },
+                    members,
+                )
+            }
         };
         let mut dedup = DedupWindow::new(dedup_max);
         for message in &restored.recent {
@@ -268,7 +293,36 @@ impl ConversationCore {
             Kind::Comments { exists: false, .. } => Err(ErrorCode::NotFound),
             Kind::Comments { roles, .. } if roles.contains_key(user) => Ok(()),
             Kind::Comments { .. } => Err(ErrorCode::Forbidden),
+            Kind::Shop { staff, .. } if staff.is_empty() => Err(ErrorCode::NotFound),
+            Kind::Shop { .. } if self.members.contains(user) || *user == UserId::shop() => Ok(()),
+            Kind::Shop { .. } => Err(ErrorCode::Forbidden),
         }
+    }
+
+    /// For a shop conversation: takes the shop's current staff roster (a no-op when it is the
+    /// one already held).
+    pub(crate) fn note_shop_staff(&mut self, roster: ShopStaff) {
+        if let Kind::Shop { customer, staff } = &mut self.kind
+            && !Arc::ptr_eq(staff, &roster)
+        {
+            self.members = Arc::new(shop_members(customer, &roster));
+            *staff = roster;
+        }
+    }
+
+    /// For a shop conversation: the shop and the customer.
+    pub(crate) fn shop_of(&self) -> Option<(&piazza_protocol::commerce::ShopId, &UserId)> {
+        match (&self.id, &self.kind) {
+            (ConversationId::Shop { shop, .. }, Kind::Shop { customer, .. }) => {
+                Some((shop, customer))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `user` is on the staff of this conversation's shop.
+    pub(crate) fn is_shop_staff(&self, user: &UserId) -> bool {
+        matches!(&self.kind, Kind::Shop { staff, .. } if staff.contains_key(user))
     }
 
     /// Who a new entry by `user` is sent as: the user, or [`UserId::channel`] for posts of a
@@ -323,8 +377,9 @@ impl ConversationCore {
                 conversation: self.id.clone(),
             });
         }
-        if matches!(self.kind, Kind::Direct) && message.seq == Seq::new(1) {
-            // The first message makes the conversation appear in both users' Sync.
+        if matches!(self.kind, Kind::Direct | Kind::Shop { .. }) && message.seq == Seq::new(1) {
+            // The first message makes the conversation appear in both users' Sync (a shop's:
+            // the customer's and that of the staff at the time).
             for user in self.members.iter() {
                 writes.push(Write::IndexConversation {
                     user: user.clone(),
@@ -384,6 +439,30 @@ impl ConversationCore {
             return Ok(Some(SendOutcome::Duplicate { ack }));
         }
         let mut target = target.ok_or(ErrorCode::NotFound)?;
+        if let Change::Order { order } = change {
+            // Only the shop itself rewrites an order message, to show the order as it is now.
+            if *user != UserId::shop() {
+                return Err(ErrorCode::Forbidden);
+            }
+            let MessageBody::Commerce(body) = &mut target.body else {
+                return Err(ErrorCode::invalid("target", "not an order message"));
+            };
+            let piazza_protocol::commerce::CommerceBody::Order(shown) = body.as_mut() else {
+                return Err(ErrorCode::invalid("target", "not an order message"));
+            };
+            if shown.order != order.order {
+                return Err(ErrorCode::invalid("target", "another order's message"));
+            }
+            *shown = (*order).clone();
+            let update = MessageUpdate::Order {
+                target: target.seq,
+                order,
+            };
+            let (message, mut writes) =
+                self.append(actor, client_msg_id, MessageBody::Update(update), now_ms)?;
+            writes.push(Write::Message(target));
+            return Ok(Some(self.outcome(message, writes)));
+        }
         // Media messages can be reacted to, pinned and deleted, but not edited (see below).
         if !matches!(
             target.body,
@@ -397,6 +476,8 @@ impl ConversationCore {
         let within_window = now_ms.saturating_sub(target.sent_at_ms) <= edit_window_ms;
         let is_moderator = self.is_moderator(user);
         let (update, extra) = match change {
+            // Handled above, before the text-and-media check.
+            Change::Order { .. } => return Err(ErrorCode::invalid("target", "not an order")),
             Change::Edit { text } => {
                 if !matches!(target.body, MessageBody::Text(_)) {
                     return Err(ErrorCode::invalid(
@@ -570,6 +651,11 @@ impl ConversationCore {
                 .copied()
                 .or_else(|| self.members.contains(user).then_some(Role::Member)),
             Kind::Comments { roles, .. } => roles.get(user).copied(),
+            Kind::Shop { staff, .. } => match staff.get(user) {
+                Some(StaffRole::Owner) => Some(Role::Owner),
+                Some(StaffRole::Manager | StaffRole::Agent) => Some(Role::Admin),
+                None => self.members.contains(user).then_some(Role::Member),
+            },
             Kind::Direct => None,
         }
     }
@@ -1025,6 +1111,8 @@ impl ConversationCore {
             Kind::Group { .. } => self.members.len() > large_members,
             // Broadcasts: receipts, typing and presence would multiply by the audience.
             Kind::Channel { .. } | Kind::Comments { .. } => true,
+            // A customer and a few staff: typing and receipts are the point.
+            Kind::Shop { .. } => false,
         }
     }
 
@@ -1288,4 +1376,12 @@ impl DedupWindow {
             self.order.retain(|k| k != key);
         }
     }
+}
+
+/// The customer and the staff of a shop conversation (nobody but the customer when the shop does
+/// not exist: such a conversation refuses every request anyway).
+fn shop_members(customer: &UserId, staff: &BTreeMap<UserId, StaffRole>) -> HashSet<UserId> {
+    let mut members: HashSet<UserId> = staff.keys().cloned().collect();
+    members.insert(customer.clone());
+    members
 }
