@@ -25,11 +25,8 @@ pub mod media;
 pub mod node;
 pub(crate) mod payments;
 pub(crate) mod session;
-// The shop actor that writes the outbox and starts the sinks is being built; until then only
-// tests do.
 #[cfg(test)]
 mod sim;
-#[allow(dead_code)]
 pub(crate) mod sinks;
 pub mod storage;
 pub mod telemetry;

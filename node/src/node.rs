@@ -277,6 +277,10 @@ impl NodeHandle {
         for task in self.tasks {
             task.abort();
         }
+        // The event sinks read and write storage: they stop before it closes.
+        if let Some(sinks) = self.ctx.shops.sinks.get() {
+            let _ = tokio::time::timeout(timeout, sinks.stopped()).await;
+        }
         // Sessions and conversations stop (queued messages are dropped; their senders see errors and
         // retry elsewhere) before storage closes, so nothing submits after the final commit.
         self.ctx

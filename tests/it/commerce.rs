@@ -785,3 +785,194 @@ async fn final_orders_are_archived_and_still_readable() {
     let old = olga.order(&shop, "old".parse().unwrap()).await.unwrap();
     assert_eq!(old.status, OrderStatus::Rejected);
 }
+
+/// One request a receiver saw: headers (names lower-cased) and body.
+type Seen = (Vec<(String, String)>, String);
+
+/// A webhook receiver on loopback: records every request (headers lower-cased, body) and answers
+/// 200 when `accept` is set, 500 otherwise.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    accept: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (a, s) = (accept.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (a, s) = (a.clone(), s.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head, body_start) = loop {
+                        let n = socket.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break (String::from_utf8_lossy(&buf[..i]).to_string(), i + 4);
+                        }
+                    };
+                    let headers: Vec<(String, String)> = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let length: usize = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .map_or(0, |(_, v)| v.parse().unwrap());
+                    while buf.len() < body_start + length {
+                        let n = socket.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = String::from_utf8_lossy(&buf[body_start..body_start + length]);
+                    s.lock().unwrap().push((headers, body.to_string()));
+                    let status = if a.load(std::sync::atomic::Ordering::SeqCst) {
+                        "200 OK"
+                    } else {
+                        "500 Internal Server Error"
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            accept,
+            seen,
+            task,
+        }
+    }
+
+    fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn order_events_reach_the_shops_webhook_and_delivery_resumes_after_a_restart() {
+    let receiver = Receiver::start().await;
+    let sink = |config: &mut piazza_node::Config| {
+        config.sinks.webhooks = vec![piazza_node::config::WebhookSink {
+            name: Some("backend".into()),
+            shop: "hooks".into(),
+            url: format!("http://{}/events", receiver.addr),
+            secret: Some("a-long-enough-webhook-secret".into()),
+            secret_file: None,
+            event_types: vec!["OrderPlaced".into(), "OrderAccepted".into()],
+            max_age_secs: 7 * 24 * 60 * 60,
+            initial_backoff_ms: 50,
+            max_backoff_ms: 200,
+            concurrency: 4,
+        }];
+    };
+    let node = TestNode::start_with(sink).await;
+    let shop: ShopId = "hooks".parse().unwrap();
+    {
+        let olga = node.client("olga").await;
+        let alice = node.client("alice").await;
+        open_shop(&olga, &shop, 5).await;
+        alice
+            .cart_add(&shop, "bread".parse().unwrap(), None, 1)
+            .await
+            .unwrap();
+        alice
+            .checkout(&shop, "h1".parse().unwrap(), None)
+            .await
+            .unwrap();
+    }
+    // The backend is down: the event is attempted (and retried) but not delivered.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.requests().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no attempts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = node.stop().await;
+    // The backend recovers while the node is down; the node comes back and delivers.
+    receiver
+        .accept
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let attempts_before = receiver.requests().len();
+    let node = TestNode::start_in_dir_with(dir, sink).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let requests = receiver.requests();
+        if requests.len() > attempts_before {
+            let (headers, body) = &requests[attempts_before];
+            assert_eq!(header(headers, "piazza-event-type"), Some("OrderPlaced"));
+            assert_eq!(header(headers, "piazza-redelivery"), Some("true"));
+            assert!(header(headers, "piazza-signature").is_some_and(|s| s.contains("v1=")));
+            assert!(
+                body.contains("\"OrderPlaced\"") && body.contains("\"h1\""),
+                "{body}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never redelivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // New events flow normally; filtered ones (StockReserved, CouponRedeemed…) never come.
+    let olga = node.client("olga").await;
+    olga.order_command(
+        &shop,
+        "h1".parse().unwrap(),
+        olga.new_command_id(),
+        OrderCommand::Accept,
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let types: Vec<String> = receiver
+            .requests()
+            .iter()
+            .filter_map(|(h, _)| header(h, "piazza-event-type").map(str::to_owned))
+            .collect();
+        if types.iter().any(|t| t == "OrderAccepted") {
+            assert!(
+                types
+                    .iter()
+                    .all(|t| t == "OrderPlaced" || t == "OrderAccepted")
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no OrderAccepted: {types:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -119,6 +119,12 @@ impl TestNode {
         TestNode::start_in(dir, |_| {}).await
     }
 
+    /// Starts a node on the data directory of a stopped one, with `tweak` adjusting its
+    /// configuration.
+    pub async fn start_in_dir_with(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestNode {
+        TestNode::start_in(dir, tweak).await
+    }
+
     async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestNode {
         init();
         let mut config = Config::default();
