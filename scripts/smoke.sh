@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Replays the README walkthrough against a real `piazza-node` process on loopback: two users chat
 # with the `piazza` CLI, one offline catches up, a group and a channel (scheduled post, comment,
-# views) work, and the node shuts down cleanly on SIGTERM.
+# views) work, a shop sells through the sandbox payment provider, and the node shuts down cleanly
+# on SIGTERM.
 # Usage: scripts/smoke.sh [DIR-WITH-BINARIES]   (default target/debug)
 set -euo pipefail
 bin=${1:-target/debug}
@@ -73,8 +74,40 @@ PIAZZA_TOKEN=$bob "$bin/piazza" --json channel stats "$chan" 2 --view | tee "$wo
 grep -q '"comments":1' "$work/stats.out"
 grep -q '"views":1' "$work/stats.out"
 
+# A shop: catalog, cart, checkout with a coupon, staff accept, sandbox payment, fulfil, refund.
+P() { PIAZZA_TOKEN=$1 "$bin/piazza" "${@:2}"; }
+P "$alice" shop create forno --name "Forno Rossi" --category bakery
+P "$alice" shop replies forno --greeting "Ciao! How can we help?"
+P "$alice" catalog put forno menu --title Menu
+P "$alice" catalog product forno croissant --catalog menu --title Croissant --price 1.50 --currency EUR
+P "$alice" catalog stock forno croissant --on-hand 40
+P "$alice" coupon put forno welcome10 --percent 10 --for-days 30 --per-customer-max 1
+P "$bob" catalog list forno | grep -q '40 available'
+P "$bob" shop ask forno croissant "Nut-free?"
+P "$bob" cart add forno croissant --quantity 4
+P "$bob" --json order checkout forno --order bob-1 --coupon welcome10 | tee "$work/order.out"
+grep -q '"minor":540' "$work/order.out"
+if P "$bob" order accept forno bob-1 2>"$work/denied.err"; then
+  echo "a customer accepted their own order"; exit 1
+fi
+P "$alice" order accept forno bob-1
+P "$bob" order pay forno bob-1
+for _ in $(seq 1 50); do
+  P "$bob" --json order show forno bob-1 >"$work/paid.out"
+  grep -q '"status":"Paid"' "$work/paid.out" && break
+  sleep 0.1
+done
+grep -q '"status":"Paid"' "$work/paid.out" || { cat "$work/paid.out"; echo "never paid"; exit 1; }
+P "$alice" order fulfil forno bob-1 --tracking counter
+P "$alice" order refund forno bob-1 --amount 1.00
+P "$bob" shop history forno | tee "$work/shop.out"
+grep -q '#shop: Ciao! How can we help?' "$work/shop.out"
+grep -q 'is now fulfilled' "$work/shop.out"
+P "$bob" catalog show forno croissant | grep -q '36 available'
+
 curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null
 curl -sf "http://127.0.0.1:$admin/metrics" | grep -q piazza_sends_total
+curl -sf "http://127.0.0.1:$admin/metrics" | grep -q piazza_commerce_events_total
 
 kill -TERM "$node_pid"
 wait "$node_pid"
