@@ -976,3 +976,150 @@ async fn order_events_reach_the_shops_webhook_and_delivery_resumes_after_a_resta
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn product_messages_offers_and_quick_replies() {
+    use piazza_protocol::commerce::{Offer, OfferPrice, OfferTarget};
+    let node = TestNode::start().await;
+    let olga = node.client("olga").await;
+    let alice = node.client("alice").await;
+    let shop: ShopId = "cards".parse().unwrap();
+    open_shop(&olga, &shop, 10).await;
+    olga.put_product(&shop, product("cake", 1800))
+        .await
+        .unwrap();
+    // 20 % off bread for an hour: prices, carts and product cards follow.
+    let now = piazza_protocol_now();
+    olga.put_offer(
+        &shop,
+        Offer {
+            id: "morning".parse().unwrap(),
+            target: OfferTarget::Product("bread".parse().unwrap()),
+            price: OfferPrice::PercentOff { basis_points: 2000 },
+            starts_ms: now - 1000,
+            ends_ms: now + 3_600_000,
+        },
+    )
+    .await
+    .unwrap();
+    let bread = alice
+        .product(&shop, "bread".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(bread.prices, vec![eur(200)]);
+
+    let posted = olga
+        .send_product(&shop, user("alice"), "bread".parse().unwrap())
+        .await
+        .unwrap();
+    let message = next_message(&alice, WAIT).await;
+    assert_eq!(message.seq, posted.seq);
+    assert_eq!(
+        message.sender,
+        user("olga"),
+        "product messages come from the staff member"
+    );
+    match &message.body {
+        MessageBody::Commerce(body) => match body.as_ref() {
+            CommerceBody::Product { product, .. } => assert_eq!(product.price, eur(200)),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    olga.send_product_list(
+        &shop,
+        user("alice"),
+        "Today",
+        vec![
+            ("Bread".into(), vec!["bread".parse().unwrap()]),
+            ("Cakes".into(), vec!["cake".parse().unwrap()]),
+        ],
+    )
+    .await
+    .unwrap();
+    let message = next_message(&alice, WAIT).await;
+    match &message.body {
+        MessageBody::Commerce(body) => match body.as_ref() {
+            CommerceBody::ProductList { sections, .. } => {
+                assert_eq!(sections.len(), 2);
+                assert_eq!(sections[1].1[0].price, eur(1800));
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    // More than 30 products in a list is refused on the wire.
+    let too_many = vec![("All".to_string(), vec!["bread".parse().unwrap(); 31])];
+    let e = olga
+        .send_product_list(&shop, user("alice"), "Everything", too_many)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, piazza_client::ClientError::Invalid(_)), "{e}");
+    // Customers cannot send product messages.
+    let e = alice
+        .send_product(&shop, user("bob"), "bread".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::Forbidden);
+    // Quick replies are staff-only knowledge.
+    olga.put_quick_reply(&shop, "/thanks", "Thank you, see you soon!")
+        .await
+        .unwrap();
+    assert_eq!(olga.shop_info(&shop).await.unwrap().quick_replies.len(), 1);
+    assert!(
+        alice
+            .shop_info(&shop)
+            .await
+            .unwrap()
+            .quick_replies
+            .is_empty()
+    );
+}
+
+fn piazza_protocol_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn unpaid_orders_expire_on_time_and_release_their_stock() {
+    let node = TestNode::start_with(|config| config.commerce.unpaid_order_ttl_secs = 1).await;
+    let olga = node.client("olga").await;
+    let alice = node.client("alice").await;
+    let shop: ShopId = "expiry".parse().unwrap();
+    open_shop(&olga, &shop, 3).await;
+    alice
+        .cart_add(&shop, "bread".parse().unwrap(), None, 3)
+        .await
+        .unwrap();
+    alice
+        .checkout(&shop, "late".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let bread = alice
+        .product(&shop, "bread".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(bread.available, vec![Some(0)]);
+    // Nobody pays: the shop's timer expires the order after a second.
+    let expired = wait_order(&alice, &shop, "late", |o| o.status == OrderStatus::Expired).await;
+    assert!(expired.payments.is_empty());
+    let bread = alice
+        .product(&shop, "bread".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(bread.available, vec![Some(3)]);
+    // The order message shows it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = next_message(&alice, WAIT).await;
+        if let MessageBody::Update(MessageUpdate::Order { order, .. }) = &message.body
+            && order.status == OrderStatus::Expired
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+    }
+}
