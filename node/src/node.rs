@@ -203,6 +203,10 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
             Some(payments),
             shutdown_rx.clone(),
         )),
+        tokio::spawn(crate::actors::shop::run_waker(
+            ctx.clone(),
+            shutdown_rx.clone(),
+        )),
         tokio::spawn(crate::actors::shop::route_notifications(
             ctx.clone(),
             inbound_rx,

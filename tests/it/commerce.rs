@@ -1123,3 +1123,59 @@ async fn unpaid_orders_expire_on_time_and_release_their_stock() {
         assert!(tokio::time::Instant::now() < deadline);
     }
 }
+
+#[tokio::test]
+async fn a_passivated_or_restarted_shop_is_woken_for_its_timers() {
+    let tweak = |config: &mut piazza_node::Config| {
+        config.commerce.unpaid_order_ttl_secs = 2;
+        config.limits.conversation_idle_ms = 200;
+    };
+    let node = TestNode::start_with(tweak).await;
+    let shop: ShopId = "sleepy".parse().unwrap();
+    {
+        let olga = node.client("olga").await;
+        let alice = node.client("alice").await;
+        open_shop(&olga, &shop, 3).await;
+        alice
+            .cart_add(&shop, "bread".parse().unwrap(), None, 1)
+            .await
+            .unwrap();
+        alice
+            .checkout(&shop, "nap".parse().unwrap(), None)
+            .await
+            .unwrap();
+    }
+    // The node restarts before the order expires; nobody touches the shop afterwards: the
+    // node's waker activates it for its timer, and alice sees the order expire.
+    let dir = node.stop().await;
+    let node = TestNode::start_in_dir_with(dir, tweak).await;
+    let alice = node.client("alice").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline - tokio::time::Instant::now();
+        let message = next_message(&alice, left).await;
+        if let MessageBody::Update(MessageUpdate::Order { order, .. }) = &message.body
+            && order.status == OrderStatus::Expired
+        {
+            break;
+        }
+    }
+    // And a shop that passivated while idle is woken the same way.
+    let bob = node.client("bob").await;
+    bob.cart_add(&shop, "bread".parse().unwrap(), None, 1)
+        .await
+        .unwrap();
+    bob.checkout(&shop, "nap2".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline - tokio::time::Instant::now();
+        let message = next_message(&bob, left).await;
+        if let MessageBody::Update(MessageUpdate::Order { order, .. }) = &message.body
+            && order.status == OrderStatus::Expired
+        {
+            break;
+        }
+    }
+}

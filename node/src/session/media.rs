@@ -226,3 +226,27 @@ fn referenced(ctx: &NodeContext, media: &MediaId, id: &ConversationId) -> Result
         .media_referenced(media, id)
         .map_err(|e| e.to_error_code())
 }
+
+/// Pictures a shop operation puts on a profile or a product must be the caller's own uploads:
+/// customers who see them may download them, so naming someone else's blob by its hash must not
+/// be a way to publish it.
+pub(super) async fn shop_media_allowed(
+    ctx: &Arc<NodeContext>,
+    user: &UserId,
+    op: &piazza_protocol::commerce::ShopOp,
+) -> Result<(), ErrorCode> {
+    use piazza_protocol::commerce::ShopOp;
+    let media: Vec<&MediaId> = match op {
+        ShopOp::Create { profile } | ShopOp::UpdateProfile { profile } => {
+            profile.avatar.iter().collect()
+        }
+        ShopOp::PutProduct(spec) => spec.media.iter().collect(),
+        _ => Vec::new(),
+    };
+    for media in media {
+        if !ctx.media.uploaded_by(user, media).await {
+            return Err(ErrorCode::Forbidden);
+        }
+    }
+    Ok(())
+}

@@ -684,7 +684,10 @@ impl SessionState {
             Request::Shop { shop, op } => {
                 // The shop's actor decides; the session keeps serving meanwhile.
                 tokio::spawn(async move {
-                    let response = ctx.ask_shop(&shop, user, op).await;
+                    let response = match media::shop_media_allowed(&ctx, &user, &op).await {
+                        Ok(()) => ctx.ask_shop(&shop, user, op).await,
+                        Err(code) => Response::Error(code),
+                    };
                     let _ = reply.send(response);
                 });
             }

@@ -113,7 +113,7 @@ enum Table {
 }
 
 impl Table {
-    const ALL: [Table; 17] = [
+    const ALL: [Table; 18] = [
         Table::Messages,
         Table::Groups,
         Table::Members,
@@ -131,6 +131,7 @@ impl Table {
         Table::Kv(KvTable::ShopStaff),
         Table::Kv(KvTable::Outbox),
         Table::Kv(KvTable::Sinks),
+        Table::Kv(KvTable::ShopWake),
     ];
 
     fn name(self) -> &'static str {

@@ -197,15 +197,19 @@ pub enum KvTable {
     Outbox,
     /// Delivery state of event sinks (cursors, pending retries), as the sinks encode it.
     Sinks,
+    /// shop → the time (u64 big-endian ms) its next timer is due: the node wakes passivated
+    /// shops by it.
+    ShopWake,
 }
 
 impl KvTable {
     /// Every table, in a fixed order.
-    pub const ALL: [KvTable; 4] = [
+    pub const ALL: [KvTable; 5] = [
         KvTable::ShopLog,
         KvTable::ShopStaff,
         KvTable::Outbox,
         KvTable::Sinks,
+        KvTable::ShopWake,
     ];
 
     /// The table's name (a keyspace name in the embedded store).
@@ -215,6 +219,7 @@ impl KvTable {
             KvTable::ShopStaff => "shop_staff",
             KvTable::Outbox => "outbox",
             KvTable::Sinks => "sinks",
+            KvTable::ShopWake => "shop_wake",
         }
     }
 }

@@ -111,6 +111,10 @@ pub(crate) enum ShopMsg {
     Committed(Box<AfterCommit>),
     /// A batch of this actor's failed: stop, so the next activation replays what is durable.
     CommitFailed,
+    /// Passivate if idle.
+    IdleCheck,
+    /// Nothing: activates a passivated shop whose timer is due (activation arms the timers).
+    Wake,
 }
 
 impl ShopMsg {
@@ -282,6 +286,12 @@ pub(crate) struct ShopActorState {
     /// Promotions waiting for the running one to finish.
     promotions: std::collections::VecDeque<PromotionRun>,
     promoting: bool,
+    /// The wake-up time last written for this shop.
+    wake_written: Option<u64>,
+    /// When the actor last handled something other than an idle check.
+    last_active: std::time::Instant,
+    /// Sends [`ShopMsg::IdleCheck`] periodically.
+    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for ShopActor {
@@ -357,11 +367,38 @@ impl Actor for ShopActor {
             timer_at: None,
             promotions: std::collections::VecDeque::new(),
             promoting: false,
+            last_active: std::time::Instant::now(),
+            ticker: None,
+            wake_written: None,
         };
+        state.wake_written = match state
+            .ctx
+            .storage
+            .kv_get(KvTable::ShopWake, id.as_str().as_bytes())?
+        {
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+                .ok()
+                .map(u64::from_be_bytes),
+            None => None,
+        };
+        // Like conversations, an idle shop passivates (its state is its log).
+        let period =
+            Duration::from_millis((state.ctx.config.limits.conversation_idle_ms / 2).max(10));
+        let me = myself.clone();
+        state.ticker = Some(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                if me.send_message(ShopMsg::IdleCheck).is_err() {
+                    break;
+                }
+            }
+        }));
         // After a restart: requests the provider may not have received, and order messages
         // that may not have been posted.
         for request in state.shop.core.pending_requests() {
-            state.send_to_provider(&myself, request);
+            state.send_to_provider(request);
         }
         let unposted: Vec<OrderId> = state
             .shop
@@ -371,7 +408,7 @@ impl Actor for ShopActor {
             .map(|o| o.id().clone())
             .collect();
         for order in unposted {
-            state.post_order(&myself, &order);
+            state.post_order(&order);
         }
         state.arm_timer(&myself);
         Ok(state)
@@ -384,6 +421,9 @@ impl Actor for ShopActor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.timer.take() {
             timer.abort();
+        }
+        if let Some(ticker) = state.ticker.take() {
+            ticker.abort();
         }
         let save = vec![Write::Put {
             table: KvTable::ShopLog,
@@ -402,9 +442,25 @@ impl Actor for ShopActor {
         message: ShopMsg,
         state: &mut ShopActorState,
     ) -> Result<(), ActorProcessingErr> {
+        if !matches!(message, ShopMsg::IdleCheck) {
+            state.last_active = std::time::Instant::now();
+        }
         match message {
+            ShopMsg::Wake => {}
+            ShopMsg::IdleCheck => {
+                let idle = Duration::from_millis(state.ctx.config.limits.conversation_idle_ms);
+                if state.last_active.elapsed() >= idle
+                    && !state.promoting
+                    && state.promotions.is_empty()
+                {
+                    // Timers (expiry, instalments) are rebuilt from the log on the next
+                    // activation; a due one activates the shop through the scheduler below.
+                    myself.stop(Some("idle".into()));
+                }
+                return Ok(());
+            }
             ShopMsg::Request { user, op, reply } => state.request(&myself, user, op, reply),
-            ShopMsg::Notice(notice) => state.notice(&myself, notice),
+            ShopMsg::Notice(notice) => state.notice(notice),
             ShopMsg::Notification(notification) => {
                 state.change(&myself, Input::Notification(notification));
             }
@@ -627,7 +683,7 @@ impl ShopActorState {
         match self.shop.apply(&input, now) {
             Ok(applied) => {
                 if let Some((payment, attempt)) = applied.needs_sync.clone() {
-                    self.sync(myself, payment, attempt);
+                    self.sync(payment, attempt);
                 }
                 if applied.changed {
                     self.commit(myself, Some(input), applied, AfterCommit::default(), now);
@@ -677,6 +733,23 @@ impl ShopActorState {
         done: impl FnOnce(Result<(), StorageError>) + Send + 'static,
     ) {
         let mut writes = extra;
+        // Keep the shop's wake-up row equal to its next timer, so a passivated shop is woken.
+        let wake = self.shop.core.next_deadline_ms();
+        if wake != self.wake_written {
+            let key = self.shop.id.as_str().as_bytes().to_vec();
+            writes.push(match wake {
+                Some(at) => Write::Put {
+                    table: KvTable::ShopWake,
+                    key,
+                    value: at.to_be_bytes().to_vec(),
+                },
+                None => Write::Delete {
+                    table: KvTable::ShopWake,
+                    key,
+                },
+            });
+            self.wake_written = wake;
+        }
         if let Some(input) = input {
             let entry = Entry { at_ms: now, input };
             match piazza_protocol::codec::encode(&entry) {
@@ -770,10 +843,10 @@ impl ShopActorState {
             sinks.notify();
         }
         for request in applied.effects.requests.clone() {
-            self.send_to_provider(myself, request);
+            self.send_to_provider(request);
         }
         if let Some(order) = &applied.placed {
-            self.post_order(myself, order);
+            self.post_order(order);
         }
         for (i, order) in applied.orders.iter().enumerate() {
             self.update_order_message(order, log_seq, i);
@@ -898,7 +971,7 @@ impl ShopActorState {
 
     /// Posts the order message of `order` (its id is the message's client id, so a repost
     /// after a restart lands on the same message).
-    fn post_order(&self, myself: &ActorRef<ShopMsg>, order: &OrderId) {
+    fn post_order(&self, order: &OrderId) {
         let Some(view) = self.shop.core.order(order).map(|o| self.shop.view_of(o)) else {
             return;
         };
@@ -907,13 +980,15 @@ impl ShopActorState {
         };
         let ctx = self.ctx.clone();
         let conversation = self.conversation(&view.customer);
-        let me = myself.clone();
         let order = order.clone();
+        let shop = self.shop.id.clone();
         tokio::spawn(async move {
             let draft = commerce_draft(CommerceBody::Order(view));
             match send(&ctx, &conversation, UserId::shop(), client_msg_id, draft).await {
                 Ok(seq) => {
-                    let _ = me.send_message(ShopMsg::OrderPosted { order, seq });
+                    // Through the router: the shop may have passivated meanwhile.
+                    ctx.send_to_shop(&shop, ShopMsg::OrderPosted { order, seq })
+                        .await;
                 }
                 Err(code) => {
                     tracing::warn!(%conversation, error = %code, "order message not posted");
@@ -953,7 +1028,7 @@ impl ShopActorState {
         });
     }
 
-    fn notice(&mut self, myself: &ActorRef<ShopMsg>, notice: ShopNotice) {
+    fn notice(&mut self, notice: ShopNotice) {
         if !self.shop.created {
             return;
         }
@@ -988,7 +1063,6 @@ impl ShopActorState {
                 texts.push(away.clone());
             }
         }
-        let _ = myself;
         for (i, text) in texts.into_iter().enumerate() {
             let Some(client_msg_id) = message_id(&format!("auto.{}.{i}", notice.seq)) else {
                 continue;
@@ -1111,16 +1185,12 @@ impl ShopActorState {
 
     // ------------------------------------------------------------------------------ payments
 
-    fn send_to_provider(
-        &self,
-        myself: &ActorRef<ShopMsg>,
-        request: crate::commerce::payment::ProviderRequest,
-    ) {
+    fn send_to_provider(&self, request: crate::commerce::payment::ProviderRequest) {
         let Some(provider) = self.ctx.shops.provider.get().cloned() else {
             tracing::warn!(shop = %self.shop.id, "no payment provider configured");
             return;
         };
-        let me = myself.clone();
+        let ctx = self.ctx.clone();
         let shop = self.shop.id.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
@@ -1128,7 +1198,7 @@ impl ShopActorState {
                 match provider.send(&shop, &request).await {
                     Ok(notifications) => {
                         for n in notifications {
-                            let _ = me.send_message(ShopMsg::Notification(n));
+                            ctx.send_to_shop(&shop, ShopMsg::Notification(n)).await;
                         }
                         return;
                     }
@@ -1140,7 +1210,7 @@ impl ShopActorState {
                     Err(e) => {
                         // In doubt, refused or still failing: ask the provider what it knows.
                         tracing::warn!(%shop, error = %e, "provider request failed; syncing");
-                        sync_task(&provider, &me, &shop, &request.payment, request.attempt).await;
+                        sync_task(&provider, &ctx, &shop, &request.payment, request.attempt).await;
                         return;
                     }
                 }
@@ -1148,14 +1218,14 @@ impl ShopActorState {
         });
     }
 
-    fn sync(&self, myself: &ActorRef<ShopMsg>, payment: PaymentId, attempt: u32) {
+    fn sync(&self, payment: PaymentId, attempt: u32) {
         let Some(provider) = self.ctx.shops.provider.get().cloned() else {
             return;
         };
-        let me = myself.clone();
+        let ctx = self.ctx.clone();
         let shop = self.shop.id.clone();
         tokio::spawn(async move {
-            sync_task(&provider, &me, &shop, &payment, attempt).await;
+            sync_task(&provider, &ctx, &shop, &payment, attempt).await;
         });
     }
 
@@ -1323,7 +1393,7 @@ impl ShopActorState {
 
 async fn sync_task(
     provider: &Arc<dyn PaymentProvider>,
-    me: &ActorRef<ShopMsg>,
+    ctx: &Arc<NodeContext>,
     shop: &ShopId,
     payment: &PaymentId,
     attempt: u32,
@@ -1332,7 +1402,7 @@ async fn sync_task(
     for _ in 0..PROVIDER_ATTEMPTS_MAX {
         match provider.fetch(shop, payment, attempt).await {
             Ok(snapshot) => {
-                let _ = me.send_message(ShopMsg::Synced(snapshot));
+                ctx.send_to_shop(shop, ShopMsg::Synced(snapshot)).await;
                 return;
             }
             Err(ProviderError::Transient(_) | ProviderError::InDoubt(_)) => {
@@ -1507,6 +1577,55 @@ pub(crate) async fn route_notifications(
                 }
                 None => return,
             },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// How often the node looks for passivated shops whose timers are due, and how far ahead.
+const WAKE_PERIOD: Duration = Duration::from_secs(5);
+
+/// Wakes passivated shops whose next timer (unpaid order expiry, an instalment, a retry) is due
+/// within [`WAKE_PERIOD`]: activation arms the shop's own timer, which then fires on time.
+/// Also what activates such shops after a node restart.
+pub(crate) async fn run_waker(
+    ctx: Arc<NodeContext>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let horizon = crate::node::now_ms().saturating_add(WAKE_PERIOD.as_millis() as u64);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (rows, more) =
+                match ctx
+                    .storage
+                    .kv_scan(KvTable::ShopWake, &[], after.as_deref(), REPLAY_PAGE)
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shop wake-ups unreadable");
+                        break;
+                    }
+                };
+            for (key, value) in &rows {
+                let due = <[u8; 8]>::try_from(value.as_slice()).map(u64::from_be_bytes);
+                let shop = std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|s| s.parse::<ShopId>().ok());
+                if let (Ok(due), Some(shop)) = (due, shop)
+                    && due <= horizon
+                    && ActorRef::<ShopMsg>::where_is(ctx.shop_actor_name(&shop)).is_none()
+                {
+                    ctx.send_to_shop(&shop, ShopMsg::Wake).await;
+                }
+            }
+            after = rows.last().map(|(key, _)| key.clone());
+            if !more {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(WAKE_PERIOD) => {}
             _ = shutdown.changed() => return,
         }
     }

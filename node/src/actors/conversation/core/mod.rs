@@ -377,6 +377,15 @@ impl ConversationCore {
                 conversation: self.id.clone(),
             });
         }
+        if let MessageBody::Commerce(body) = &message.body {
+            // Product pictures shown in a shop conversation become downloadable there.
+            for media in commerce_media(body) {
+                writes.push(Write::MediaRef {
+                    media: media.clone(),
+                    conversation: self.id.clone(),
+                });
+            }
+        }
         if matches!(self.kind, Kind::Direct | Kind::Shop { .. }) && message.seq == Seq::new(1) {
             // The first message makes the conversation appear in both users' Sync (a shop's:
             // the customer's and that of the staff at the time).
@@ -1384,4 +1393,26 @@ fn shop_members(customer: &UserId, staff: &BTreeMap<UserId, StaffRole>) -> HashS
     let mut members: HashSet<UserId> = staff.keys().cloned().collect();
     members.insert(customer.clone());
     members
+}
+
+/// The pictures a commerce message shows.
+fn commerce_media(
+    body: &piazza_protocol::commerce::CommerceBody,
+) -> Vec<&piazza_protocol::MediaId> {
+    use piazza_protocol::commerce::CommerceBody;
+    match body {
+        CommerceBody::Product { product, .. } | CommerceBody::AskAbout { product, .. } => {
+            product.media.iter().collect()
+        }
+        CommerceBody::ProductList { sections, .. } => sections
+            .iter()
+            .flat_map(|(_, cards)| cards.iter().filter_map(|c| c.media.as_ref()))
+            .collect(),
+        CommerceBody::Promotion { product, .. } => product
+            .as_ref()
+            .and_then(|p| p.media.as_ref())
+            .into_iter()
+            .collect(),
+        CommerceBody::Order(_) => Vec::new(),
+    }
 }
