@@ -1084,25 +1084,13 @@ impl ShopActorState {
 
     fn promote_next(&mut self, myself: &ActorRef<ShopMsg>, mut run: PromotionRun) {
         let now = self.now();
-        let mut delivered = Vec::new();
-        for _ in 0..PROMOTION_CHUNK {
-            let Some(customer) = run.remaining.pop() else {
-                break;
-            };
-            match self
-                .shop
-                .core
-                .promotions()
-                .may_deliver(&customer, &run.promotion, now)
-            {
-                Ok(()) => delivered.push(customer),
-                Err(crate::commerce::promo::Refusal::QuotaReached { .. }) => {
-                    run.report.over_quota += 1;
-                }
-                Err(_) => run.report.skipped += 1,
-            }
-        }
-        run.report.delivered += delivered.len() as u64;
+        let delivered = self.shop.promotion_chunk(
+            &run.promotion,
+            &mut run.remaining,
+            PROMOTION_CHUNK,
+            &mut run.report,
+            now,
+        );
         let input = Input::Delivered {
             promotion: run.promotion.clone(),
             customers: delivered.clone(),

@@ -730,6 +730,39 @@ impl ShopState {
         candidates.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// The next customers (up to `max`, taken from the end of `remaining`) a running promotion
+    /// may reach now: consent and quota are checked at this moment, so a customer who opted out
+    /// since the promotion started is skipped. Counts the outcome into `report`; the caller
+    /// logs [`Input::Delivered`] with the result before handing the promotion out.
+    pub(crate) fn promotion_chunk(
+        &self,
+        promotion: &PromotionId,
+        remaining: &mut Vec<UserId>,
+        max: usize,
+        report: &mut piazza_protocol::commerce::PromotionReport,
+        now: u64,
+    ) -> Vec<UserId> {
+        let mut delivered = Vec::new();
+        for _ in 0..max {
+            let Some(customer) = remaining.pop() else {
+                break;
+            };
+            match self
+                .core
+                .promotions()
+                .may_deliver(&customer, promotion, now)
+            {
+                Ok(()) => delivered.push(customer),
+                Err(crate::commerce::promo::Refusal::QuotaReached { .. }) => {
+                    report.over_quota += 1;
+                }
+                Err(_) => report.skipped += 1,
+            }
+        }
+        report.delivered += delivered.len() as u64;
+        delivered
+    }
+
     /// Whether `user` is on the staff.
     pub(crate) fn is_staff(&self, user: &UserId) -> bool {
         self.staff.contains_key(user)

@@ -187,3 +187,65 @@ fn refused_inputs_change_nothing_and_roles_are_checked() {
         .unwrap_err();
     assert!(matches!(e, ErrorCode::Conflict { .. }));
 }
+
+#[test]
+fn an_opt_out_stops_a_promotion_already_under_way() {
+    use piazza_protocol::commerce::{PromotionReport, Scope, SegmentSpec};
+    let mut shop = ShopState::new("s".parse().unwrap(), Settings::default());
+    shop.apply(&script()[0], 1).unwrap();
+    let customers: Vec<UserId> = (0..5).map(|i| user(&format!("c{i}"))).collect();
+    for customer in &customers {
+        shop.apply(
+            &Input::Op {
+                user: customer.clone(),
+                op: ShopOp::OptIn { scope: Scope::News },
+            },
+            2,
+        )
+        .unwrap();
+    }
+    let promotion = "p".parse().unwrap();
+    let promote = op(
+        "olga",
+        ShopOp::Promote {
+            promotion: "p".parse().unwrap(),
+            scope: Scope::News,
+            segment: SegmentSpec::default(),
+            text: "news".into(),
+            product: None,
+        },
+    );
+    shop.apply(&promote, 3).unwrap();
+    let mut remaining = shop
+        .core
+        .promotions()
+        .audience(&promotion, shop.core.profiles().iter(), 3)
+        .unwrap();
+    assert_eq!(remaining.len(), 5);
+    remaining.reverse();
+    let mut report = PromotionReport {
+        audience: 5,
+        delivered: 0,
+        over_quota: 0,
+        skipped: 0,
+    };
+    // The first turn reaches two customers; then c4 opts out; the rest of the run skips them.
+    let first = shop.promotion_chunk(&promotion, &mut remaining, 2, &mut report, 4);
+    assert_eq!(first, vec![user("c0"), user("c1")]);
+    let delivered = Input::Delivered {
+        promotion: "p".parse().unwrap(),
+        customers: first,
+    };
+    shop.apply(&delivered, 4).unwrap();
+    shop.apply(
+        &Input::Op {
+            user: user("c4"),
+            op: ShopOp::OptOut { scope: Scope::News },
+        },
+        5,
+    )
+    .unwrap();
+    let rest = shop.promotion_chunk(&promotion, &mut remaining, 10, &mut report, 6);
+    assert_eq!(rest, vec![user("c2"), user("c3")]);
+    assert_eq!((report.delivered, report.skipped), (4, 1));
+}
