@@ -8,17 +8,19 @@
 //!
 //! Scenarios: `chat` (pairs of users writing to each other), `group` (groups of N, everyone
 //! writing into their group), `channel` (posters and their channels' subscribers), `mixed` (all
-//! three at once, `--mix`), `connect` (a connection storm, then idle connections). `compare`
-//! sets two reports side by side.
+//! three at once, `--mix`), `connect` (a connection storm, then idle connections), `checkout`
+//! (customers buying in shops, from the cart to a paid order). `compare` sets two reports side
+//! by side.
 //!
 //! Code map: `traffic.rs` (what the message scenarios share: connect, send, receive, drain),
 //! `chat.rs`, `group.rs`, `channel.rs` and `mixed.rs` (who talks to whom), `connect.rs`,
-//! `compare.rs`, `pacing.rs` (the open-loop schedule, constant or Poisson), `progress.rs` (the live
+//! `checkout.rs` (its own pipeline, sharing pacing, histograms and the report), `compare.rs`, `pacing.rs` (the open-loop schedule, constant or Poisson), `progress.rs` (the live
 //! progress line), `ledger.rs` (loss/duplicate/order bookkeeping), `hist.rs` (latency percentiles),
 //! `node.rs` (spawning a node, `/proc` and `/metrics` readings), `report.rs` (the JSON report).
 
 mod channel;
 mod chat;
+mod checkout;
 mod compare;
 mod connect;
 mod group;
@@ -67,6 +69,8 @@ enum Scenario {
     Channel,
     /// Chat pairs, groups and channels at once, in the proportions of --mix.
     Mixed,
+    /// Customers checking out in --shops shops: cart, checkout, accept, pay, until paid.
+    Checkout,
 }
 
 impl Scenario {
@@ -77,6 +81,7 @@ impl Scenario {
             Scenario::Connect => "connect",
             Scenario::Channel => "channel",
             Scenario::Mixed => "mixed",
+            Scenario::Checkout => "checkout",
         }
     }
 }
@@ -168,6 +173,18 @@ struct Cli {
     /// --subscribers listeners in all (default 10 per channel).
     #[arg(long)]
     mix: Option<String>,
+    /// Checkout scenario: shops, each with its own owner (default one per 100 customers, at
+    /// least one); customer `i` shops at shop `i mod --shops`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    shops: Option<u64>,
+    /// Spawned node: the payment sandbox's settlement delay in ms (its `payments.sandbox_latency_ms`;
+    /// the node's default is 20).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    sandbox_latency_ms: Option<u64>,
+    /// Spawned node: the payment sandbox's random extra delay in ms, up to this much (its
+    /// `payments.sandbox_jitter_ms`; the node's default is 10).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    sandbox_jitter_ms: Option<u64>,
     /// Where to write the JSON report.
     #[arg(long, required = true)]
     json: Option<PathBuf>,
@@ -222,6 +239,17 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
         ));
     }
     let mixed = cli.scenario == Some(Scenario::Mixed);
+    let checkout = cli.scenario == Some(Scenario::Checkout);
+    if (cli.sandbox_latency_ms.is_some() || cli.sandbox_jitter_ms.is_some()) && !cli.spawn_node {
+        return Err(usage(
+            "--sandbox-latency-ms and --sandbox-jitter-ms configure a spawned node \
+             (--spawn-node); an existing node has its own [payments] settings"
+                .to_owned(),
+        ));
+    }
+    if cli.shops.is_some() && !checkout {
+        return Err(usage("--shops goes with --scenario checkout".to_owned()));
+    }
     if cli.group_size.is_some() && cli.scenario != Some(Scenario::Group) && !mixed {
         return Err(usage("--group-size goes with --scenario group".to_owned()));
     }
@@ -246,6 +274,38 @@ fn validate(cli: &Cli) -> Result<(), clap::Error> {
             )));
         }
         Some(Scenario::Chat | Scenario::Connect) => {}
+        Some(Scenario::Checkout) => {
+            let customers = usize::try_from(cli.clients).unwrap_or(usize::MAX);
+            let shops = checkout::shop_count(
+                customers,
+                cli.shops.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            );
+            if shops > customers {
+                return Err(usage(format!(
+                    "--shops {shops} is more than --clients {customers}: every shop needs a \
+                     customer"
+                )));
+            }
+            if cli.connections.is_some() {
+                return Err(usage(
+                    "--connections does not go with --scenario checkout: every customer and \
+                     shop owner has its own connection"
+                        .to_owned(),
+                ));
+            }
+            if let Some(in_flight) = cli.in_flight
+                && in_flight > checkout::IN_FLIGHT_PER_CUSTOMER_MAX as u64
+            {
+                return Err(usage(format!(
+                    "--in-flight {in_flight}: a customer may hold at most 10 unpaid orders, so \
+                     the checkout scenario keeps at most {} of one customer under way",
+                    checkout::IN_FLIGHT_PER_CUSTOMER_MAX
+                )));
+            }
+            if let (Some(rate), Some(duration)) = (cli.rate, cli.duration_secs) {
+                checkout::check_capacity(rate, cli.warmup_secs + duration, shops).map_err(usage)?;
+            }
+        }
         Some(Scenario::Mixed) => {
             let weights = mixed::parse_mix(cli.mix.as_deref().unwrap_or("")).map_err(usage)?;
             let group_size = usize::try_from(cli.group_size.unwrap_or(10)).unwrap_or(usize::MAX);
@@ -402,7 +462,14 @@ async fn run(cli: Cli) -> Result<()> {
                 .context("locate this executable")?
                 .with_file_name("piazza-node"),
         };
-        let spawned = SpawnedNode::spawn(&bin)?;
+        let mut node_env: Vec<(&str, String)> = Vec::new();
+        if let Some(ms) = cli.sandbox_latency_ms {
+            node_env.push(("PIAZZA__PAYMENTS__SANDBOX_LATENCY_MS", ms.to_string()));
+        }
+        if let Some(ms) = cli.sandbox_jitter_ms {
+            node_env.push(("PIAZZA__PAYMENTS__SANDBOX_JITTER_MS", ms.to_string()));
+        }
+        let spawned = SpawnedNode::spawn(&bin, &node_env)?;
         let target = spawned.target()?;
         (NodeSource::Spawned(spawned), target)
     } else {
@@ -485,11 +552,35 @@ async fn run(cli: Cli) -> Result<()> {
                 let storm = connect::run(&connect_params, &target).await?;
                 let mut traffic = TrafficOutcome::without_messages(storm.cpu, storm.reconnects)?;
                 traffic.errors = storm.errors.clone();
-                return Ok((traffic, Some(storm), clients));
+                return Ok((traffic, Some(storm), clients, None));
+            }
+            (Scenario::Checkout, _) => {
+                let shops = checkout::shop_count(
+                    clients,
+                    cli.shops
+                        .map(usize::try_from)
+                        .transpose()
+                        .context("--shops")?,
+                );
+                let setup = checkout::setup(clients, shops, &tag, &target).await?;
+                let users = setup.users();
+                let checkout_params = checkout::CheckoutParams {
+                    rate: cli.rate,
+                    arrivals,
+                    progress: params.progress,
+                    in_flight: params.closed_in_flight,
+                    warmup: params.warmup,
+                    duration: params.duration,
+                    paid_wait: checkout::paid_wait(cli.sandbox_latency_ms, cli.sandbox_jitter_ms),
+                    node_pid,
+                    ticks_per_s,
+                };
+                let (traffic, summary) = checkout::run(&checkout_params, setup).await?;
+                return Ok((traffic, None, users, Some(summary)));
             }
         };
         let users = members.len();
-        Ok((traffic::run(&params, members).await?, None, users))
+        Ok((traffic::run(&params, members).await?, None, users, None))
     }
     .await;
 
@@ -517,7 +608,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     // Every user has its own connection; the mixed scenario's count is known after set-up.
-    let (outcome, storm, clients) = outcome?;
+    let (outcome, storm, clients, checkout_summary) = outcome?;
 
     let duration_s = params.duration.as_secs_f64();
     // A connection storm has no warmup: its window is the hold after the storm.
@@ -541,7 +632,14 @@ async fn run(cli: Cli) -> Result<()> {
         group_size,
         channels,
         subscribers,
-        message_bytes,
+        message_bytes: if checkout_summary.is_some() {
+            0
+        } else {
+            message_bytes
+        },
+        shops: checkout_summary.as_ref().map(|c| c.shops),
+        sandbox_latency_ms: cli.sandbox_latency_ms,
+        sandbox_jitter_ms: cli.sandbox_jitter_ms,
         duration_s,
         warmup_s,
         drain_s: (outcome.drain.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -606,6 +704,7 @@ async fn run(cli: Cli) -> Result<()> {
         foreign_messages: outcome.foreign,
         reconnects: outcome.reconnects,
         machine_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        checkout: checkout_summary,
     };
     let json = serde_json::to_string_pretty(&report).context("encode the report")?;
     std::fs::write(&json_path, format!("{json}\n"))
@@ -647,7 +746,7 @@ mod tests {
         let error = Cli::try_parse_from([
             "piazza-loadtest",
             "--scenario",
-            "checkout",
+            "video",
             "--spawn-node",
             "--max",
             "--duration-secs",
@@ -737,6 +836,68 @@ mod tests {
         let chat = validate(&parse_run("chat", "--mix chat=1")).unwrap_err();
         assert!(chat.to_string().contains("--mix"), "{chat}");
         assert!(mixed("--mix chat=1 --channels 2").is_err());
+    }
+
+    #[test]
+    fn checkout_sizes_its_shops_and_keeps_within_the_nodes_order_limits() {
+        let checkout = |extra: &str| validate(&parse_run("checkout", extra));
+        assert!(checkout("").is_ok());
+        assert!(checkout("--clients 1000 --shops 10 --in-flight 8").is_ok());
+        let many = checkout("--clients 4 --shops 5").unwrap_err();
+        assert!(many.to_string().contains("every shop needs"), "{many}");
+        let deep = checkout("--in-flight 9").unwrap_err();
+        assert!(deep.to_string().contains("10 unpaid orders"), "{deep}");
+        assert!(checkout("--clients 20 --connections 20").is_err());
+        let shops = validate(&parse_run("chat", "--shops 2")).unwrap_err();
+        assert!(shops.to_string().contains("--scenario checkout"), "{shops}");
+        // Open loop: 25,000/s for 1 s + 1 s warmup is 50,000 orders, fine in one shop; 60,000/s
+        // is not.
+        let open = |rate: &str, extra: &str| {
+            let mut args = vec![
+                "piazza-loadtest",
+                "--scenario",
+                "checkout",
+                "--spawn-node",
+                "--rate",
+                rate,
+                "--duration-secs",
+                "1",
+                "--json",
+                "r.json",
+            ];
+            args.extend(extra.split_whitespace());
+            validate(&Cli::try_parse_from(args).unwrap())
+        };
+        assert!(open("25000", "").is_ok());
+        let full = open("60000", "").unwrap_err();
+        assert!(full.to_string().contains("--shops 2"), "{full}");
+        assert!(open("60000", "--clients 200 --shops 2").is_ok());
+        // The sandbox knobs need a spawned node.
+        let sandbox = parse_run("checkout", "--sandbox-latency-ms 0 --sandbox-jitter-ms 0");
+        assert_eq!(
+            (sandbox.sandbox_latency_ms, sandbox.sandbox_jitter_ms),
+            (Some(0), Some(0))
+        );
+        let external = Cli::try_parse_from([
+            "piazza-loadtest",
+            "--scenario",
+            "checkout",
+            "--server",
+            "127.0.0.1:4433",
+            "--ca",
+            "ca.pem",
+            "--node-data-dir",
+            "d",
+            "--max",
+            "--duration-secs",
+            "1",
+            "--json",
+            "r.json",
+            "--sandbox-latency-ms",
+            "0",
+        ]);
+        let external = validate(&external.unwrap()).unwrap_err();
+        assert!(external.to_string().contains("--spawn-node"), "{external}");
     }
 
     #[test]

@@ -186,8 +186,9 @@ fn parse_admin_line(line: &str) -> Option<SocketAddr> {
 
 impl SpawnedNode {
     /// Starts `bin` on a fresh temporary data directory, on loopback ports chosen by the kernel,
-    /// with [`SPAWNED_NODE_ENV`], and waits until it announces its client address.
-    pub(crate) fn spawn(bin: &Path) -> Result<SpawnedNode> {
+    /// with [`SPAWNED_NODE_ENV`] and then `extra_env` (configuration the run asked for, e.g. the
+    /// payment sandbox's latency), and waits until it announces its client address.
+    pub(crate) fn spawn(bin: &Path, extra_env: &[(&str, String)]) -> Result<SpawnedNode> {
         if !bin.is_file() {
             bail!(
                 "no piazza-node binary at {} (build it with `cargo build --release -p piazza-node`, \
@@ -208,6 +209,9 @@ impl SpawnedNode {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (key, value) in SPAWNED_NODE_ENV {
+            command.env(key, value);
+        }
+        for (key, value) in extra_env {
             command.env(key, value);
         }
         let mut child = command

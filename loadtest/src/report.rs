@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::checkout::CheckoutSummary;
 use crate::hist::Percentiles;
 use crate::node::NodeCounters;
 
@@ -13,7 +14,7 @@ use crate::node::NodeCounters;
 pub(crate) struct Report {
     /// `piazza-loadtest`'s version.
     pub(crate) version: &'static str,
-    /// The scenario run (`chat`, `group`).
+    /// The scenario run (`chat`, `group`, `channel`, `mixed`, `connect`, `checkout`).
     pub(crate) scenario: &'static str,
     /// Unix seconds when the run started.
     pub(crate) started_at: u64,
@@ -29,7 +30,14 @@ pub(crate) struct Report {
     pub(crate) channels: Option<usize>,
     /// Subscribers in the `channel` scenario (`clients` = `channels` + `subscribers`).
     pub(crate) subscribers: Option<usize>,
+    /// Text size of each message (0 for `checkout`, which sends none).
     pub(crate) message_bytes: usize,
+    /// `checkout` only (`null` otherwise): shops, each with its own owner connection.
+    pub(crate) shops: Option<usize>,
+    /// `--sandbox-latency-ms` given to the spawned node (`null`: the node's default, 20 ms).
+    pub(crate) sandbox_latency_ms: Option<u64>,
+    /// `--sandbox-jitter-ms` given to the spawned node (`null`: the node's default, 10 ms).
+    pub(crate) sandbox_jitter_ms: Option<u64>,
     /// The measured window in seconds (after the warmup).
     pub(crate) duration_s: f64,
     pub(crate) warmup_s: f64,
@@ -121,6 +129,8 @@ pub(crate) struct Report {
     pub(crate) reconnects: u64,
     /// CPUs this process may use.
     pub(crate) machine_cpus: usize,
+    /// `checkout` only (`null` otherwise): the steps of a checkout and how checkouts ended.
+    pub(crate) checkout: Option<CheckoutSummary>,
 }
 
 fn opt_us(value: Option<u64>) -> String {
@@ -213,74 +223,76 @@ impl Report {
         Some(out)
     }
 
-    /// A few lines for a person.
-    pub(crate) fn summary(&self) -> String {
+    /// The lines of a `checkout` run (`None` for other scenarios).
+    fn checkout_summary(&self) -> Option<String> {
+        let checkout = self.checkout.as_ref()?;
         let mut out = String::new();
         let rate = match self.rate_target_per_s {
-            Some(rate) => format!("open loop at {rate}/s"),
+            Some(rate) => format!("open loop at {rate} checkouts/s"),
             None => "closed loop (--max)".to_owned(),
         };
-        let groups = match (self.group_size, self.channels, self.subscribers) {
-            (Some(size), _, _) => format!(" in groups of {size}"),
-            (None, Some(channels), Some(subscribers)) => {
-                format!(" ({channels} posting, {subscribers} subscribed)")
-            }
-            _ => String::new(),
+        let sandbox = match (self.sandbox_latency_ms, self.sandbox_jitter_ms) {
+            (None, None) => "node default".to_owned(),
+            (latency, jitter) => format!(
+                "latency {} ms, jitter {} ms",
+                latency.map_or_else(|| "default".to_owned(), |v| v.to_string()),
+                jitter.map_or_else(|| "default".to_owned(), |v| v.to_string())
+            ),
         };
-        if let Some(connect) = self.connect_summary() {
-            let rate = match self.rate_target_per_s {
-                Some(rate) => format!("{rate} connections/s"),
-                None => "as fast as possible (--max)".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "piazza-loadtest connect: {} connections, {rate}, then held idle {} s, {} node",
-                self.clients, self.duration_s, self.node
-            );
-            out.push_str(&connect);
-            return out;
-        }
         let _ = writeln!(
             out,
-            "piazza-loadtest {}: {} clients{groups} on {} connections, {rate}, {} s measured \
-             after {} s warmup, {} B messages, {} node",
-            self.scenario,
-            self.clients,
+            "piazza-loadtest checkout: {} customers in {} shops ({} connections), {rate}, {} s \
+             measured after {} s warmup, {} node, payment sandbox {sandbox}",
+            checkout.customers,
+            checkout.shops,
             self.connections,
             self.duration_s,
             self.warmup_s,
-            self.message_bytes,
             self.node
         );
         let _ = writeln!(
             out,
-            "throughput   {:.0} deliveries/s ({:.0} acks/s)",
+            "throughput   {:.0} checkouts paid/s ({:.0} placed/s)",
             self.throughput_per_s, self.acked_per_s
         );
         let _ = writeln!(
             out,
-            "messages     sent {}  acked {}  delivered {}  lost {}  duplicates {}  out of order {}  \
-             seq mismatch {}  unsent {}",
+            "checkouts    started {}  placed {}  paid {} ({} only found by reading the order)  \
+             lost {}  unsent {} ({} for a full shop)  cancelled {}  stuck {}",
             self.sent,
             self.acked,
             self.delivered,
+            checkout.paid_unnotified,
             self.lost,
-            self.duplicates,
-            self.out_of_order,
-            self.seq_mismatch,
-            self.unsent
+            self.unsent,
+            checkout.shop_full,
+            checkout.cancelled,
+            checkout.stuck
         );
         let _ = writeln!(out, "errors       {} ({})", self.errors, self.errors_line());
-        let _ = writeln!(out, "{}", percentile_line("latency", &self.latency_us));
+        let _ = writeln!(out, "{}", percentile_line("placed", &checkout.placed_us));
         let _ = writeln!(
             out,
             "{}",
-            percentile_line("ack latency", &self.ack_latency_us)
+            percentile_line("accepted", &checkout.accepted_us)
         );
-        let _ = writeln!(out, "{}", percentile_line("send lag", &self.send_lag_us));
-        if let Some(fanout) = &self.fanout_complete_us {
-            let _ = writeln!(out, "{}", percentile_line("to all subs", fanout));
-        }
+        let _ = writeln!(
+            out,
+            "{}",
+            percentile_line("pay asked", &checkout.payment_requested_us)
+        );
+        let _ = writeln!(out, "{}", percentile_line("paid", &self.latency_us));
+        let _ = writeln!(
+            out,
+            "{}",
+            percentile_line("asked→paid", &checkout.requested_to_paid_us)
+        );
+        let _ = writeln!(out, "{}", percentile_line("start lag", &self.send_lag_us));
+        Some(out)
+    }
+
+    /// The node, generator and machine lines every message and checkout run ends with.
+    fn resources_summary(&self, out: &mut String) {
         if let Some(cpu) = self.node_cpu_s {
             let window = self
                 .node_cpu_window_s
@@ -333,6 +345,82 @@ impl Report {
                 other / self.duration_s
             );
         }
+    }
+
+    /// A few lines for a person.
+    pub(crate) fn summary(&self) -> String {
+        let mut out = String::new();
+        let rate = match self.rate_target_per_s {
+            Some(rate) => format!("open loop at {rate}/s"),
+            None => "closed loop (--max)".to_owned(),
+        };
+        let groups = match (self.group_size, self.channels, self.subscribers) {
+            (Some(size), _, _) => format!(" in groups of {size}"),
+            (None, Some(channels), Some(subscribers)) => {
+                format!(" ({channels} posting, {subscribers} subscribed)")
+            }
+            _ => String::new(),
+        };
+        if let Some(connect) = self.connect_summary() {
+            let rate = match self.rate_target_per_s {
+                Some(rate) => format!("{rate} connections/s"),
+                None => "as fast as possible (--max)".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "piazza-loadtest connect: {} connections, {rate}, then held idle {} s, {} node",
+                self.clients, self.duration_s, self.node
+            );
+            out.push_str(&connect);
+            return out;
+        }
+        if let Some(checkout) = self.checkout_summary() {
+            out.push_str(&checkout);
+            self.resources_summary(&mut out);
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "piazza-loadtest {}: {} clients{groups} on {} connections, {rate}, {} s measured \
+             after {} s warmup, {} B messages, {} node",
+            self.scenario,
+            self.clients,
+            self.connections,
+            self.duration_s,
+            self.warmup_s,
+            self.message_bytes,
+            self.node
+        );
+        let _ = writeln!(
+            out,
+            "throughput   {:.0} deliveries/s ({:.0} acks/s)",
+            self.throughput_per_s, self.acked_per_s
+        );
+        let _ = writeln!(
+            out,
+            "messages     sent {}  acked {}  delivered {}  lost {}  duplicates {}  out of order {}  \
+             seq mismatch {}  unsent {}",
+            self.sent,
+            self.acked,
+            self.delivered,
+            self.lost,
+            self.duplicates,
+            self.out_of_order,
+            self.seq_mismatch,
+            self.unsent
+        );
+        let _ = writeln!(out, "errors       {} ({})", self.errors, self.errors_line());
+        let _ = writeln!(out, "{}", percentile_line("latency", &self.latency_us));
+        let _ = writeln!(
+            out,
+            "{}",
+            percentile_line("ack latency", &self.ack_latency_us)
+        );
+        let _ = writeln!(out, "{}", percentile_line("send lag", &self.send_lag_us));
+        if let Some(fanout) = &self.fanout_complete_us {
+            let _ = writeln!(out, "{}", percentile_line("to all subs", fanout));
+        }
+        self.resources_summary(&mut out);
         out
     }
 }

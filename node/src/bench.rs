@@ -7,6 +7,12 @@
 //! that checks every frame it receives. One [`FanoutBench::deliver`] hands one pre-encoded frame
 //! to the relay with the recipient set, exactly as a conversation actor does after a commit, and
 //! returns when every consumer has received it.
+//!
+//! [`CommerceBench`] drives the pure commerce core (`commerce/shop.rs`, `Shop`) of one shop
+//! through an order's transitions — place (cart → checkout), accept, request payment, the
+//! provider's authorization and capture notifications, fulfil — exactly as the shop actor calls
+//! it, without the actor, its log or storage. Orders are retired (delivered, completed, archived)
+//! afterwards so the shop's order count stays where the bench put it.
 
 #![doc(hidden)]
 
@@ -16,13 +22,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use piazza_protocol::UserId;
+use piazza_protocol::commerce::{OrderStatus, PaymentPlan};
+use piazza_protocol::{Money, UserId};
 use ractor::{Actor, ActorRef};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::actors::conversation::core::Recipients;
 use crate::actors::relay::{Outbox, Relay, RelayMsg, SessionId};
+use crate::commerce::actor::{Actor as Who, StaffRole};
+use crate::commerce::catalog::{ProductSpec, Section, StockKey};
+use crate::commerce::ids::{CommandId, OrderId, PaymentId, ProviderEventId};
+use crate::commerce::order::OrderCommand;
+use crate::commerce::payment::{Notification, NotificationKind};
+use crate::commerce::shop::{Notified, Settings, Shop};
 
 /// What a fan-out bench is made of.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +73,9 @@ pub enum BenchError {
     /// A consumer task failed (panicked or was cancelled).
     #[error("consumer task: {0}")]
     Consumer(String),
+    /// The commerce core refused a step the bench expected it to take.
+    #[error("commerce: {0}")]
+    Commerce(String),
 }
 
 /// What the consumers saw over the whole run, returned by [`FanoutBench::finish`].
@@ -266,6 +282,288 @@ impl Drop for FanoutBench {
     }
 }
 
+/// One transition of an order, in lifecycle order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CommerceStep {
+    /// Add one unit to the customer's cart and check it out: prices the line, checks the
+    /// customer's unpaid orders, reserves stock.
+    Place,
+    /// The owner accepts the order.
+    Accept,
+    /// The customer chooses to pay in full: the first payment and its authorization request.
+    RequestPayment,
+    /// The provider's authorization notification: the capture request follows at once.
+    Authorized,
+    /// The provider's capture notification: the order is paid and its stock committed.
+    Captured,
+    /// The owner ships the order.
+    Fulfil,
+}
+
+impl CommerceStep {
+    /// Every step, in lifecycle order.
+    pub const ALL: [CommerceStep; 6] = [
+        CommerceStep::Place,
+        CommerceStep::Accept,
+        CommerceStep::RequestPayment,
+        CommerceStep::Authorized,
+        CommerceStep::Captured,
+        CommerceStep::Fulfil,
+    ];
+
+    /// A short name for bench ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            CommerceStep::Place => "place",
+            CommerceStep::Accept => "accept",
+            CommerceStep::RequestPayment => "request_payment",
+            CommerceStep::Authorized => "authorized",
+            CommerceStep::Captured => "captured",
+            CommerceStep::Fulfil => "fulfil",
+        }
+    }
+}
+
+/// One shop's commerce core with a catalog and existing paid orders; see the module docs.
+/// Bench order `i` is `b-<i>`, placed by customer `i mod` [`COMMERCE_CUSTOMERS`].
+#[derive(Debug)]
+pub struct CommerceBench {
+    shop: Shop,
+    owner: Who,
+    customers: Vec<UserId>,
+    products: Vec<StockKey>,
+    price: Money,
+}
+
+/// Customers of the bench orders: with at most `UNPAID_ORDERS_PER_CUSTOMER_MAX`
+/// unpaid orders each, up to 10,000 bench orders may be between placement and payment at once.
+pub const COMMERCE_CUSTOMERS: usize = 1_000;
+
+/// The fixed "now" of every call (the core takes time as an argument): 2026-01-01.
+const COMMERCE_NOW_MS: u64 = 1_767_225_600_000;
+
+/// Units on hand of every product: far more than any bench sells.
+const COMMERCE_STOCK: u32 = 1_000_000_000;
+
+impl CommerceBench {
+    /// A shop with `products` products (10.00 EUR each, tracked stock) in one catalog, and
+    /// `orders` existing orders, each placed, accepted and paid in full (what a busy shop holds
+    /// in memory). At most `PRODUCTS_MAX` products and
+    /// `ORDERS_MAX` orders, less the bench's own.
+    pub fn new(products: usize, orders: usize) -> Result<CommerceBench, BenchError> {
+        if products == 0 || products > crate::commerce::catalog::PRODUCTS_MAX {
+            return Err(BenchError::Config(format!(
+                "products: 1..=10000, got {products}"
+            )));
+        }
+        let shop_id = parse("bench-shop")?;
+        let mut shop = Shop::new(shop_id, Settings::default());
+        let price = Money::new(1000, parse("EUR")?);
+        let catalog = parse("main")?;
+        shop.catalog_mut()
+            .put_catalog(
+                catalog,
+                Section {
+                    title: "Main".to_owned(),
+                },
+            )
+            .map_err(commerce)?;
+        let mut keys = Vec::with_capacity(products);
+        for p in 0..products {
+            let key = StockKey {
+                product: parse(&format!("p{p}"))?,
+                variant: None,
+            };
+            shop.catalog_mut()
+                .put_product(ProductSpec {
+                    id: key.product.clone(),
+                    catalog: parse("main")?,
+                    title: format!("Product {p}"),
+                    description: String::new(),
+                    price,
+                    categories: Vec::new(),
+                    media: Vec::new(),
+                    variants: Vec::new(),
+                    active: true,
+                })
+                .map_err(commerce)?;
+            shop.catalog_mut()
+                .set_stock(&key, Some(COMMERCE_STOCK))
+                .map_err(commerce)?;
+            keys.push(key);
+        }
+        let customers = (0..COMMERCE_CUSTOMERS)
+            .map(|c| parse(&format!("customer{c}")))
+            .collect::<Result<Vec<UserId>, _>>()?;
+        let mut bench = CommerceBench {
+            shop,
+            owner: Who::Staff {
+                user: parse("owner")?,
+                role: StaffRole::Owner,
+            },
+            customers,
+            products: keys,
+            price,
+        };
+        for i in 0..orders as u64 {
+            let order = parse::<OrderId>(&format!("e-{i}"))?;
+            for step in &CommerceStep::ALL[..5] {
+                bench.apply(*step, &order, i)?;
+            }
+        }
+        Ok(bench)
+    }
+
+    /// Orders held in memory.
+    pub fn orders(&self) -> usize {
+        self.shop.orders().count()
+    }
+
+    /// Runs `step` on bench order `i`, which must have gone through the steps before it.
+    pub fn step(&mut self, step: CommerceStep, i: u64) -> Result<(), BenchError> {
+        self.apply(step, &bench_order(i)?, i)
+    }
+
+    /// Runs every step before `step` on bench order `i` (none for [`CommerceStep::Place`]).
+    pub fn prepare(&mut self, step: CommerceStep, i: u64) -> Result<(), BenchError> {
+        let order = bench_order(i)?;
+        for earlier in CommerceStep::ALL.iter().take_while(|s| **s < step) {
+            self.apply(*earlier, &order, i)?;
+        }
+        Ok(())
+    }
+
+    /// The whole lifecycle of bench order `i`, from the cart to fulfilment.
+    pub fn place_accept_pay_fulfil(&mut self, i: u64) -> Result<(), BenchError> {
+        let order = bench_order(i)?;
+        for step in CommerceStep::ALL {
+            self.apply(step, &order, i)?;
+        }
+        Ok(())
+    }
+
+    /// Takes bench order `i`, which went through `done` and the steps before it, the rest of the
+    /// way (up to fulfilment, then delivered and completed) and archives it, so the shop holds
+    /// as many orders as before it was placed.
+    pub fn retire(&mut self, done: CommerceStep, i: u64) -> Result<(), BenchError> {
+        let order = bench_order(i)?;
+        for later in CommerceStep::ALL.iter().filter(|s| **s > done) {
+            self.apply(*later, &order, i)?;
+        }
+        for (suffix, command) in [
+            ("d", OrderCommand::MarkDelivered),
+            ("c", OrderCommand::Complete),
+        ] {
+            let id = command_id(&order, suffix)?;
+            self.shop
+                .handle(&Who::System, id, &order, command, COMMERCE_NOW_MS)
+                .map_err(commerce)?;
+        }
+        self.shop.archive(&order).map_err(commerce)
+    }
+
+    /// What the shop actor computes after every message to arm its timer: a pass over every
+    /// order in memory.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.shop.next_deadline_ms()
+    }
+
+    fn apply(&mut self, step: CommerceStep, order: &OrderId, i: u64) -> Result<(), BenchError> {
+        let customer = self.customers[(i % self.customers.len() as u64) as usize].clone();
+        let key = self.products[(i % self.products.len() as u64) as usize].clone();
+        let now = COMMERCE_NOW_MS;
+        let payment = PaymentId::new(order, 1);
+        let notify = |shop: &mut Shop, sequence: u64, kind: NotificationKind| {
+            let notification = Notification {
+                event: parse::<ProviderEventId>(&format!("{order}-{sequence}"))?,
+                payment: payment.clone(),
+                attempt: 1,
+                sequence,
+                kind,
+            };
+            match shop
+                .handle_notification(&notification, now)
+                .map_err(commerce)?
+            {
+                Notified::Applied(_) => Ok(()),
+                other => Err(BenchError::Commerce(format!("{order}: {other:?}"))),
+            }
+        };
+        let owner = self.owner.clone();
+        let buyer = Who::Customer(customer.clone());
+        let command = |shop: &mut Shop, who: &Who, suffix: &str, command: OrderCommand| {
+            shop.handle(who, command_id(order, suffix)?, order, command, now)
+                .map(|_| ())
+                .map_err(commerce)
+        };
+        match step {
+            CommerceStep::Place => {
+                self.shop
+                    .cart_add(&customer, &key, 1, now)
+                    .map_err(commerce)?;
+                let id = parse::<CommandId>(order.as_str())?;
+                self.shop
+                    .checkout(&buyer, id, order.clone(), None, now)
+                    .map_err(commerce)?;
+            }
+            CommerceStep::Accept => command(&mut self.shop, &owner, "a", OrderCommand::Accept)?,
+            CommerceStep::RequestPayment => command(
+                &mut self.shop,
+                &buyer,
+                "p",
+                OrderCommand::RequestPayment {
+                    plan: PaymentPlan::Full,
+                },
+            )?,
+            CommerceStep::Authorized => notify(
+                &mut self.shop,
+                1,
+                NotificationKind::Authorized { amount: self.price },
+            )?,
+            CommerceStep::Captured => {
+                notify(
+                    &mut self.shop,
+                    2,
+                    NotificationKind::Captured { amount: self.price },
+                )?;
+                let status = self.shop.order(order).map(|o| o.status());
+                if status != Some(OrderStatus::Paid) {
+                    return Err(BenchError::Commerce(format!(
+                        "{order} is {status:?}, not paid"
+                    )));
+                }
+            }
+            CommerceStep::Fulfil => command(
+                &mut self.shop,
+                &owner,
+                "f",
+                OrderCommand::Fulfil { tracking: None },
+            )?,
+        }
+        Ok(())
+    }
+}
+
+fn bench_order(i: u64) -> Result<OrderId, BenchError> {
+    parse(&format!("b-{i}"))
+}
+
+fn command_id(order: &OrderId, suffix: &str) -> Result<CommandId, BenchError> {
+    parse(&format!("{order}-{suffix}"))
+}
+
+fn parse<T: std::str::FromStr>(text: &str) -> Result<T, BenchError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e| BenchError::Config(format!("{text:?}: {e}")))
+}
+
+fn commerce(error: crate::commerce::error::Error) -> BenchError {
+    BenchError::Commerce(error.to_string())
+}
+
 /// State the harness shares with the consumers.
 #[derive(Debug)]
 struct Shared {
@@ -437,6 +735,27 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_commerce_bench_order_goes_through_every_step_and_leaves_no_trace() {
+        let mut bench = CommerceBench::new(10, 25).unwrap();
+        assert_eq!(bench.orders(), 25);
+        bench.place_accept_pay_fulfil(0).unwrap();
+        assert_eq!(bench.orders(), 26);
+        bench.retire(CommerceStep::Fulfil, 0).unwrap();
+        assert_eq!(bench.orders(), 25);
+        for (i, step) in CommerceStep::ALL.into_iter().enumerate() {
+            let i = 1 + i as u64;
+            bench.prepare(step, i).unwrap();
+            bench.step(step, i).unwrap();
+            bench.retire(step, i).unwrap();
+        }
+        assert_eq!(bench.orders(), 25);
+        assert!(bench.next_deadline_ms().is_none(), "every order is paid");
+        // A step out of order is refused, not skipped.
+        assert!(bench.step(CommerceStep::Accept, 99).is_err());
+        assert!(CommerceBench::new(0, 0).is_err());
     }
 
     #[tokio::test]
