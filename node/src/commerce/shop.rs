@@ -95,6 +95,12 @@ pub(crate) struct Shop {
     orders: BTreeMap<OrderId, Order>,
     /// Which order each payment belongs to, for notifications.
     payment_orders: BTreeMap<PaymentId, OrderId>,
+    /// Each order's next timer ([`order_deadline`]), and the orders by it: the actor asks for
+    /// the next one after every change, which must not cost a pass over every order.
+    deadlines: BTreeSet<(u64, OrderId)>,
+    deadline_of: BTreeMap<OrderId, u64>,
+    /// Each customer's orders in memory (the unpaid-orders limit counts only theirs).
+    by_customer: BTreeMap<UserId, BTreeSet<OrderId>>,
 }
 
 /// Everything an order's transition may touch besides the order.
@@ -118,6 +124,20 @@ impl Shop {
             profiles: BTreeMap::new(),
             orders: BTreeMap::new(),
             payment_orders: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            deadline_of: BTreeMap::new(),
+            by_customer: BTreeMap::new(),
+        }
+    }
+
+    /// Puts `order`'s next timer (if any) in the deadline index, replacing the previous one.
+    fn refresh_deadline(&mut self, order: &OrderId) {
+        if let Some(old) = self.deadline_of.remove(order) {
+            self.deadlines.remove(&(old, order.clone()));
+        }
+        if let Some(at) = self.orders.get(order).and_then(order_deadline) {
+            self.deadline_of.insert(order.clone(), at);
+            self.deadlines.insert((at, order.clone()));
         }
     }
 
@@ -336,11 +356,12 @@ impl Shop {
                 max: ORDERS_MAX,
             });
         }
-        let unpaid = self
-            .orders
-            .values()
-            .filter(|o| &o.customer == customer && o.status.is_unpaid())
-            .count();
+        let unpaid = self.by_customer.get(customer).map_or(0, |ids| {
+            ids.iter()
+                .filter_map(|id| self.orders.get(id))
+                .filter(|o| o.status.is_unpaid())
+                .count()
+        });
         if unpaid >= UNPAID_ORDERS_PER_CUSTOMER_MAX {
             return Err(Error::TooMany {
                 what: "unpaid orders of a customer",
@@ -406,12 +427,30 @@ impl Shop {
             log: BTreeMap::new(),
         };
         order.record(command_id, fingerprint, &effects);
-        self.orders.insert(order_id, order);
+        self.by_customer
+            .entry(customer.clone())
+            .or_default()
+            .insert(order_id.clone());
+        self.orders.insert(order_id.clone(), order);
+        self.refresh_deadline(&order_id);
         Ok(effects)
     }
 
     /// Applies a command to an order (see [`super::order`] for who may do what, when).
     pub(crate) fn handle(
+        &mut self,
+        actor: &Actor,
+        command_id: CommandId,
+        order_id: &OrderId,
+        command: OrderCommand,
+        now_ms: u64,
+    ) -> Result<Effects, Error> {
+        let result = self.handle_command(actor, command_id, order_id, command, now_ms);
+        self.refresh_deadline(order_id);
+        result
+    }
+
+    fn handle_command(
         &mut self,
         actor: &Actor,
         command_id: CommandId,
@@ -459,7 +498,18 @@ impl Shop {
         now_ms: u64,
     ) -> Result<Notified, Error> {
         let order_id = self.order_of_payment(&notification.payment)?;
-        let (order, mut books) = self.split(&order_id)?;
+        let result = self.notify_order(&order_id, notification, now_ms);
+        self.refresh_deadline(&order_id);
+        result
+    }
+
+    fn notify_order(
+        &mut self,
+        order_id: &OrderId,
+        notification: &Notification,
+        now_ms: u64,
+    ) -> Result<Notified, Error> {
+        let (order, mut books) = self.split(order_id)?;
         let part = payment_of(order, &notification.payment)?;
         Ok(match part.handle(notification) {
             Handled::Duplicate => Notified::Duplicate,
@@ -482,7 +532,18 @@ impl Shop {
         now_ms: u64,
     ) -> Result<Effects, Error> {
         let order_id = self.order_of_payment(&snapshot.payment)?;
-        let (order, mut books) = self.split(&order_id)?;
+        let result = self.snapshot_order(&order_id, snapshot, now_ms);
+        self.refresh_deadline(&order_id);
+        result
+    }
+
+    fn snapshot_order(
+        &mut self,
+        order_id: &OrderId,
+        snapshot: &Snapshot,
+        now_ms: u64,
+    ) -> Result<Effects, Error> {
+        let (order, mut books) = self.split(order_id)?;
         let part = payment_of(order, &snapshot.payment)?;
         match part.apply_snapshot(snapshot)? {
             Handled::Applied { events, requests } => {
@@ -556,40 +617,24 @@ impl Shop {
             !cart.is_empty() && now_ms.saturating_sub(cart.updated_ms()) < CART_IDLE_MS_MAX
         });
         promotions.prune(now_ms);
+        // Ticks are rare (only at deadlines) and may touch any order: rebuild the index.
+        let ids: Vec<OrderId> = self.orders.keys().cloned().collect();
+        for id in ids {
+            self.refresh_deadline(&id);
+        }
         effects
     }
 
     /// When [`Shop::tick`] next has something to do (an expiry, a due instalment, a retry); the
     /// actor sets its timer for it. Idle carts are dropped by whatever tick comes.
     pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
-        let mut next: Option<u64> = None;
-        let mut consider = |at: u64| next = Some(next.map_or(at, |n| n.min(at)));
-        for order in self.orders.values() {
-            if order.status.is_unpaid() {
-                consider(order.expires_ms);
-            }
-            if !order.status.is_paid() {
-                continue;
-            }
-            let Some(payments) = &order.payments else {
-                continue;
-            };
-            if payments.is_stopped() {
-                continue;
-            }
-            for part in payments.parts() {
-                match part.status() {
-                    PaymentStatus::Scheduled => consider(part.due_ms()),
-                    PaymentStatus::Failed | PaymentStatus::Voided if part.can_retry() => {
-                        if let Some(at) = part.retry_at_ms() {
-                            consider(at);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        next
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// [`Shop::next_deadline_ms`] by a pass over every order: what the index must agree with.
+    #[cfg(test)]
+    pub(crate) fn next_deadline_ms_by_scan(&self) -> Option<u64> {
+        self.orders.values().filter_map(order_deadline).min()
     }
 
     /// Every provider request still waiting for an answer, to send again after the actor
@@ -631,7 +676,15 @@ impl Shop {
             }
         }
         self.catalog.forget(order_id);
-        self.orders.remove(order_id);
+        if let Some(order) = self.orders.remove(order_id)
+            && let Some(ids) = self.by_customer.get_mut(&order.customer)
+        {
+            ids.remove(order_id);
+            if ids.is_empty() {
+                self.by_customer.remove(&order.customer);
+            }
+        }
+        self.refresh_deadline(order_id);
         Ok(())
     }
 
@@ -984,4 +1037,31 @@ fn payment_of<'o>(order: &'o mut Order, payment: &PaymentId) -> Result<&'o mut P
         .as_mut()
         .and_then(|p| p.part_mut(payment))
         .ok_or_else(|| Error::UnknownPayment(payment.clone()))
+}
+
+/// When [`Shop::tick`] next has something to do for `order`: its expiry while unpaid, or a due
+/// instalment or retry while paid.
+fn order_deadline(order: &Order) -> Option<u64> {
+    let mut next: Option<u64> = None;
+    let mut consider = |at: u64| next = Some(next.map_or(at, |n| n.min(at)));
+    if order.status.is_unpaid() {
+        consider(order.expires_ms);
+    }
+    if order.status.is_paid()
+        && let Some(payments) = &order.payments
+        && !payments.is_stopped()
+    {
+        for part in payments.parts() {
+            match part.status() {
+                PaymentStatus::Scheduled => consider(part.due_ms()),
+                PaymentStatus::Failed | PaymentStatus::Voided if part.can_retry() => {
+                    if let Some(at) = part.retry_at_ms() {
+                        consider(at);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    next
 }

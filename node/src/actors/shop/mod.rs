@@ -62,6 +62,8 @@ const PROVIDER_ATTEMPTS_MAX: u32 = 8;
 const ROSTERS_CACHED_MAX: usize = 100_000;
 /// Above this many orders in memory, the oldest final ones are archived whatever their age.
 const ORDERS_HIGH_WATER: usize = crate::commerce::shop::ORDERS_MAX * 8 / 10;
+/// How often a shop looks for final orders old enough to archive (besides memory pressure).
+const ARCHIVE_CHECK_PERIOD: Duration = Duration::from_secs(60);
 /// Most orders archived in one commit.
 const ARCHIVE_BATCH: usize = 1000;
 /// Attempts to reach a passivating shop actor.
@@ -288,6 +290,8 @@ pub(crate) struct ShopActorState {
     promoting: bool,
     /// The wake-up time last written for this shop.
     wake_written: Option<u64>,
+    /// When archivable orders were last looked for.
+    archive_checked: std::time::Instant,
     /// When the actor last handled something other than an idle check.
     last_active: std::time::Instant,
     /// Sends [`ShopMsg::IdleCheck`] periodically.
@@ -370,6 +374,9 @@ impl Actor for ShopActor {
             last_active: std::time::Instant::now(),
             ticker: None,
             wake_written: None,
+            archive_checked: std::time::Instant::now()
+                .checked_sub(ARCHIVE_CHECK_PERIOD)
+                .unwrap_or_else(std::time::Instant::now),
         };
         state.wake_written = match state
             .ctx
@@ -855,7 +862,16 @@ impl ShopActorState {
             let customer = user.clone();
             self.post_as(customer, user, draft, reply);
         }
-        if applied.placed.is_some() || !applied.orders.is_empty() {
+        // Looking for archivable orders is a pass over the shop's orders: only under memory
+        // pressure, or once a minute.
+        if (applied.placed.is_some() || !applied.orders.is_empty())
+            && (self.shop.core.order_count() > ORDERS_HIGH_WATER
+                || self.archive_checked.elapsed()
+                    >= ARCHIVE_CHECK_PERIOD.min(Duration::from_secs(
+                        self.ctx.config.commerce.archive_after_secs,
+                    )))
+        {
+            self.archive_checked = std::time::Instant::now();
             self.archive(myself);
         }
         if let Some(run) = promotion {

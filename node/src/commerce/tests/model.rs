@@ -134,6 +134,8 @@ proptest! {
         for op in ops {
             h.step(op)?;
             h.check()?;
+            // The deadline index agrees with a pass over every order.
+            prop_assert_eq!(h.shop.next_deadline_ms(), h.shop.next_deadline_ms_by_scan());
         }
         h.settle()?;
         h.check()?;
