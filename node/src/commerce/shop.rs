@@ -99,8 +99,8 @@ pub(crate) struct Shop {
     /// the next one after every change, which must not cost a pass over every order.
     deadlines: BTreeSet<(u64, OrderId)>,
     deadline_of: BTreeMap<OrderId, u64>,
-    /// Each customer's orders in memory (the unpaid-orders limit counts only theirs).
-    by_customer: BTreeMap<UserId, BTreeSet<OrderId>>,
+    /// Each customer's unpaid orders (the unpaid-orders limit reads one set, not every order).
+    unpaid_by_customer: BTreeMap<UserId, BTreeSet<OrderId>>,
 }
 
 /// Everything an order's transition may touch besides the order.
@@ -126,18 +126,35 @@ impl Shop {
             payment_orders: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             deadline_of: BTreeMap::new(),
-            by_customer: BTreeMap::new(),
+            unpaid_by_customer: BTreeMap::new(),
         }
     }
 
-    /// Puts `order`'s next timer (if any) in the deadline index, replacing the previous one.
+    /// Brings the indexes up to date with `order` (changed, placed or archived): its next timer
+    /// (if any) in the deadline index, and whether it counts as its customer's unpaid order.
     fn refresh_deadline(&mut self, order: &OrderId) {
         if let Some(old) = self.deadline_of.remove(order) {
             self.deadlines.remove(&(old, order.clone()));
         }
-        if let Some(at) = self.orders.get(order).and_then(order_deadline) {
+        let Some(current) = self.orders.get(order) else {
+            // Archived: it was final, so not unpaid either.
+            return;
+        };
+        if let Some(at) = order_deadline(current) {
             self.deadline_of.insert(order.clone(), at);
             self.deadlines.insert((at, order.clone()));
+        }
+        let customer = current.customer.clone();
+        if current.status.is_unpaid() {
+            self.unpaid_by_customer
+                .entry(customer)
+                .or_default()
+                .insert(order.clone());
+        } else if let Some(unpaid) = self.unpaid_by_customer.get_mut(&customer) {
+            unpaid.remove(order);
+            if unpaid.is_empty() {
+                self.unpaid_by_customer.remove(&customer);
+            }
         }
     }
 
@@ -356,12 +373,10 @@ impl Shop {
                 max: ORDERS_MAX,
             });
         }
-        let unpaid = self.by_customer.get(customer).map_or(0, |ids| {
-            ids.iter()
-                .filter_map(|id| self.orders.get(id))
-                .filter(|o| o.status.is_unpaid())
-                .count()
-        });
+        let unpaid = self
+            .unpaid_by_customer
+            .get(customer)
+            .map_or(0, BTreeSet::len);
         if unpaid >= UNPAID_ORDERS_PER_CUSTOMER_MAX {
             return Err(Error::TooMany {
                 what: "unpaid orders of a customer",
@@ -427,10 +442,6 @@ impl Shop {
             log: BTreeMap::new(),
         };
         order.record(command_id, fingerprint, &effects);
-        self.by_customer
-            .entry(customer.clone())
-            .or_default()
-            .insert(order_id.clone());
         self.orders.insert(order_id.clone(), order);
         self.refresh_deadline(&order_id);
         Ok(effects)
@@ -637,6 +648,20 @@ impl Shop {
         self.orders.values().filter_map(order_deadline).min()
     }
 
+    /// Whether the unpaid-orders index holds exactly the unpaid orders, by a pass over every
+    /// order.
+    #[cfg(test)]
+    pub(crate) fn unpaid_index_is_exact(&self) -> bool {
+        let mut expected: BTreeMap<UserId, BTreeSet<OrderId>> = BTreeMap::new();
+        for order in self.orders.values().filter(|o| o.status.is_unpaid()) {
+            expected
+                .entry(order.customer.clone())
+                .or_default()
+                .insert(order.id.clone());
+        }
+        expected == self.unpaid_by_customer
+    }
+
     /// Every provider request still waiting for an answer, to send again after the actor
     /// restarts (same idempotency keys, so the provider does each once).
     pub(crate) fn pending_requests(&self) -> Vec<ProviderRequest> {
@@ -676,14 +701,7 @@ impl Shop {
             }
         }
         self.catalog.forget(order_id);
-        if let Some(order) = self.orders.remove(order_id)
-            && let Some(ids) = self.by_customer.get_mut(&order.customer)
-        {
-            ids.remove(order_id);
-            if ids.is_empty() {
-                self.by_customer.remove(&order.customer);
-            }
-        }
+        self.orders.remove(order_id);
         self.refresh_deadline(order_id);
         Ok(())
     }

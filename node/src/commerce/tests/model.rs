@@ -136,6 +136,7 @@ proptest! {
             h.check()?;
             // The deadline index agrees with a pass over every order.
             prop_assert_eq!(h.shop.next_deadline_ms(), h.shop.next_deadline_ms_by_scan());
+            prop_assert!(h.shop.unpaid_index_is_exact());
         }
         h.settle()?;
         h.check()?;
