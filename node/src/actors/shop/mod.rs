@@ -288,6 +288,8 @@ pub(crate) struct ShopActorState {
     /// Promotions waiting for the running one to finish.
     promotions: std::collections::VecDeque<PromotionRun>,
     promoting: bool,
+    /// What each order message shows, to update it only when that changes.
+    shown: HashMap<OrderId, ShownKey>,
     /// The wake-up time last written for this shop.
     wake_written: Option<u64>,
     /// When archivable orders were last looked for.
@@ -374,6 +376,7 @@ impl Actor for ShopActor {
             last_active: std::time::Instant::now(),
             ticker: None,
             wake_written: None,
+            shown: HashMap::new(),
             archive_checked: std::time::Instant::now()
                 .checked_sub(ARCHIVE_CHECK_PERIOD)
                 .unwrap_or_else(std::time::Instant::now),
@@ -477,7 +480,16 @@ impl Actor for ShopActor {
                 state.change(&myself, Input::Tick);
             }
             ShopMsg::OrderPosted { order, seq } => {
-                state.change(&myself, Input::OrderMessage { order, seq });
+                state.change(
+                    &myself,
+                    Input::OrderMessage {
+                        order: order.clone(),
+                        seq,
+                    },
+                );
+                // The order may have moved on while its message was being posted.
+                let log_seq = state.log_seq;
+                state.update_order_message(&order, log_seq, 0);
             }
             ShopMsg::PromoteNext(run) => state.promote_next(&myself, *run),
             ShopMsg::Committed(after) => state.after_commit(&myself, *after),
@@ -987,13 +999,17 @@ impl ShopActorState {
 
     /// Posts the order message of `order` (its id is the message's client id, so a repost
     /// after a restart lands on the same message).
-    fn post_order(&self, order: &OrderId) {
+    fn post_order(&mut self, order: &OrderId) {
         let Some(view) = self.shop.core.order(order).map(|o| self.shop.view_of(o)) else {
             return;
         };
         let Ok(client_msg_id) = order.as_str().parse::<ClientMsgId>() else {
             return;
         };
+        if self.shown.len() >= state::ORDER_MESSAGES_MAX {
+            self.shown.clear();
+        }
+        self.shown.insert(order.clone(), shown_key(&view));
         let ctx = self.ctx.clone();
         let conversation = self.conversation(&view.customer);
         let order = order.clone();
@@ -1014,13 +1030,23 @@ impl ShopActorState {
     }
 
     /// Shows `order`'s new state in its order message.
-    fn update_order_message(&self, order: &OrderId, log_seq: u64, index: usize) {
+    fn update_order_message(&mut self, order: &OrderId, log_seq: u64, index: usize) {
         let Some(target) = self.shop.order_messages.get(order).copied() else {
             return;
         };
         let Some(view) = self.shop.core.order(order).map(|o| self.shop.view_of(o)) else {
             return;
         };
+        // Only what the customer sees changes the message: a payment moving from authorizing to
+        // authorized, or a refund asked for but not done, does not.
+        let key = shown_key(&view);
+        if self.shown.get(order) == Some(&key) {
+            return;
+        }
+        if self.shown.len() >= state::ORDER_MESSAGES_MAX {
+            self.shown.clear();
+        }
+        self.shown.insert(order.clone(), key);
         let Some(client_msg_id) = message_id(&format!("{log_seq}.{index}")) else {
             return;
         };
@@ -1419,6 +1445,20 @@ async fn sync_task(
             }
         }
     }
+}
+
+/// What an order message shows a customer: status, tracking, money captured and refunded.
+type ShownKey = (
+    piazza_protocol::commerce::OrderStatus,
+    Option<String>,
+    i64,
+    i64,
+);
+
+fn shown_key(view: &OrderView) -> ShownKey {
+    let captured = view.payments.iter().map(|p| p.captured.minor()).sum();
+    let refunded = view.payments.iter().map(|p| p.refunded.minor()).sum();
+    (view.status, view.tracking.clone(), captured, refunded)
 }
 
 /// A product as a message shows it.
