@@ -46,7 +46,8 @@ pub enum IdError {
     },
 }
 
-fn check_chars(
+/// Checks an id's length and characters (shared by every string id, commerce ids included).
+pub(crate) fn check_chars(
     kind: &'static str,
     s: &str,
     max: usize,
@@ -114,6 +115,9 @@ macro_rules! string_id {
         }
     };
 }
+
+/// Lets other modules of the crate (commerce ids) define ids the same way.
+pub(crate) use string_id;
 
 string_id!(
     /// A user name: 1–64 bytes of `[a-z0-9_.-]`. The token's subject. `#` is reserved for the

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::IdError;
+use crate::ids::{check_chars, string_id};
 
 /// Longest id chosen by a client or by staff (order, command, product, … ids), in bytes: room for
 /// a UUID (36) or a readable slug with a prefix, and small enough that derived ids
@@ -41,76 +42,8 @@ fn is_derived_id_char(c: char) -> bool {
     is_id_char(c) || c == '#'
 }
 
-fn check_chars(
-    kind: &'static str,
-    s: &str,
-    max: usize,
-    allowed: &'static str,
-    ok: fn(char) -> bool,
-) -> Result<(), IdError> {
-    if s.is_empty() {
-        return Err(IdError::Empty { kind });
-    }
-    if s.len() > max {
-        return Err(IdError::TooLong { kind, max });
-    }
-    match s.chars().find(|&ch| !ok(ch)) {
-        Some(ch) => Err(IdError::BadChar { kind, ch, allowed }),
-        None => Ok(()),
-    }
-}
 
-macro_rules! commerce_id {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $allowed:literal, $ok:expr) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
-                check_chars($kind, &s, $max, $allowed, $ok)?;
-                Ok($name(s))
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl $name {
-            /// The id as a string slice.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
-                check_chars($kind, s, $max, $allowed, $ok)?;
-                Ok($name(s.to_owned()))
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
-            }
-        }
-    };
-}
-
-commerce_id!(
+string_id!(
     /// A shop.
     ShopId,
     "shop id",
@@ -119,7 +52,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// One of a shop's catalogs (a shop may show several: "menu", "merch", …).
     CatalogId,
     "catalog id",
@@ -128,7 +61,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// A category of products within a shop.
     CategoryId,
     "category id",
@@ -137,7 +70,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// A product, unique within its shop (across the shop's catalogs).
     ProductId,
     "product id",
@@ -146,7 +79,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// A variant of a product ("red / L"), unique within its product.
     VariantId,
     "variant id",
@@ -155,7 +88,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// A special offer or sales period (a price override valid in a time window).
     OfferId,
     "offer id",
@@ -164,7 +97,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// An order, chosen by the customer's client when it sends its cart, so that a retried
     /// checkout names the same order.
     OrderId,
@@ -174,7 +107,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// The client's id for one command on an order; a retried command with the same id gets the
     /// original outcome and changes nothing.
     CommandId,
@@ -184,7 +117,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// A promotion (a broadcast message from the shop to a segment of its customers).
     PromotionId,
     "promotion id",
@@ -193,7 +126,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// A label a shop puts on customers ("vip", "wholesale"), used by promotion segments.
     Label,
     "label",
@@ -202,7 +135,7 @@ commerce_id!(
     is_id_char
 );
 
-commerce_id!(
+string_id!(
     /// A provider's id of one notification (webhook event). A notification seen before changes
     /// nothing.
     ProviderEventId,
@@ -212,7 +145,7 @@ commerce_id!(
     is_derived_id_char
 );
 
-commerce_id!(
+string_id!(
     /// One tracked payment of an order: `<order>#<n>`, `n` counting instalments from 1 (a payment
     /// in full is `#1`). Built by [`PaymentId::new`]; parsing exists for ids coming back from a
     /// provider's metadata.
@@ -223,7 +156,7 @@ commerce_id!(
     is_derived_id_char
 );
 
-commerce_id!(
+string_id!(
     /// One refund of a payment: `<payment>#r<k>` for refunds Piazza asked for; a refund made
     /// outside Piazza (in the provider's dashboard) is known by the id the adapter gives it when a
     /// sync reports it.
