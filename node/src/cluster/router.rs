@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use piazza_protocol::{ConversationId, ErrorCode};
-use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort, SpawnErr};
+use ractor::{Actor, ActorRef, Message, MessagingErr, RpcReplyPort, SpawnErr};
 
 use crate::actors::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
 use crate::node::NodeContext;
@@ -36,26 +36,64 @@ impl NodeContext {
             ));
             return;
         }
-        let mut message = message;
+        let delivered = self.deliver(message, || self.activate(id)).await;
+        if let Err((message, code)) = delivered {
+            tracing::debug!(conversation = %id, error = %code, "conversation not reached");
+            message.fail(code);
+        }
+    }
+
+    /// Delivers `message` to the actor `activate` finds or starts, trying again while that
+    /// actor turns out to be passivating; gives the message back with the error otherwise.
+    pub(crate) async fn deliver<M: Message, F>(
+        &self,
+        mut message: M,
+        activate: impl Fn() -> F,
+    ) -> Result<(), (M, ErrorCode)>
+    where
+        F: Future<Output = Result<ActorRef<M>, ErrorCode>>,
+    {
         for attempt in 0..DELIVERY_ATTEMPTS_MAX {
-            let actor = match self.activate(id).await {
+            let actor = match activate().await {
                 Ok(actor) => actor,
-                Err(code) => {
-                    message.fail(code);
-                    return;
-                }
+                Err(code) => return Err((message, code)),
             };
             match actor.send_message(message) {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(MessagingErr::SendErr(returned)) => {
                     message = returned;
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)))).await;
                 }
-                Err(_) => return,
+                // The actor is gone with the message: nothing to answer.
+                Err(_) => return Ok(()),
             }
         }
-        tracing::warn!(conversation = %id, "conversation actor kept refusing messages");
-        message.fail(ErrorCode::unavailable("conversation is restarting, retry"));
+        Err((
+            message,
+            ErrorCode::unavailable("actor is restarting, retry"),
+        ))
+    }
+
+    /// The actor registered as `name`, or a new one spawned under that name (linked to the
+    /// supervisor).
+    pub(crate) async fn activate_named<A: Actor>(
+        &self,
+        name: String,
+        actor: A,
+        args: A::Arguments,
+    ) -> Result<ActorRef<A::Msg>, ErrorCode> {
+        if let Some(found) = ActorRef::<A::Msg>::where_is(name.clone()) {
+            return Ok(found);
+        }
+        match Actor::spawn_linked(Some(name.clone()), actor, args, self.supervisor.clone()).await {
+            Ok((spawned, _join)) => Ok(spawned),
+            Err(SpawnErr::ActorAlreadyRegistered(_)) => ActorRef::<A::Msg>::where_is(name)
+                .ok_or_else(|| ErrorCode::unavailable("actor is restarting, retry")),
+            Err(e) => {
+                tracing::error!(actor = %name, error = %e, "cannot activate actor");
+                Err(ErrorCode::unavailable("actor cannot be loaded"))
+            }
+        }
     }
 
     /// Sends the message `build` makes around a fresh reply port to conversation `id`, and waits
@@ -96,21 +134,6 @@ impl NodeContext {
             id: id.clone(),
             ctx: self.clone(),
         };
-        match Actor::spawn_linked(
-            Some(name.clone()),
-            ConversationActor,
-            args,
-            self.supervisor.clone(),
-        )
-        .await
-        {
-            Ok((actor, _join)) => Ok(actor),
-            Err(SpawnErr::ActorAlreadyRegistered(_)) => ActorRef::<ConversationMsg>::where_is(name)
-                .ok_or_else(|| ErrorCode::unavailable("conversation is restarting, retry")),
-            Err(e) => {
-                tracing::error!(conversation = %id, error = %e, "cannot activate conversation");
-                Err(ErrorCode::unavailable("conversation cannot be loaded"))
-            }
-        }
+        self.activate_named(name, ConversationActor, args).await
     }
 }

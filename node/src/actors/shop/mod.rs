@@ -29,7 +29,7 @@ use piazza_protocol::commerce::{
     PromotionReport, ShopId, ShopOp, ShopReply, ShopStats, StaffRole,
 };
 use piazza_protocol::{ClientMsgId, ConversationId, ErrorCode, MessageBody, Response, Seq, UserId};
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SpawnErr};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::actors::conversation::core::{Draft, ShopStaff};
 use crate::actors::conversation::{ConversationMsg, UpdateRequest};
@@ -66,8 +66,6 @@ const ORDERS_HIGH_WATER: usize = crate::commerce::shop::ORDERS_MAX * 8 / 10;
 const ARCHIVE_CHECK_PERIOD: Duration = Duration::from_secs(60);
 /// Most orders archived in one commit.
 const ARCHIVE_BATCH: usize = 1000;
-/// Attempts to reach a passivating shop actor.
-const DELIVERY_ATTEMPTS_MAX: u32 = 50;
 
 /// Something a customer or staff member wrote in a shop conversation, told to the shop so it
 /// can greet, answer out of hours and measure first responses.
@@ -1531,25 +1529,17 @@ impl NodeContext {
     /// Delivers `message` to the actor of shop `id`, activating it if needed; a request inside
     /// is answered with the error if it cannot be delivered.
     pub(crate) async fn send_to_shop(self: &Arc<Self>, id: &ShopId, message: ShopMsg) {
-        let mut message = message;
-        for attempt in 0..DELIVERY_ATTEMPTS_MAX {
-            let actor = match self.activate_shop(id).await {
-                Ok(actor) => actor,
-                Err(code) => {
-                    message.fail(code);
-                    return;
-                }
+        let activate = || {
+            let args = ShopArgs {
+                id: id.clone(),
+                ctx: self.clone(),
             };
-            match actor.send_message(message) {
-                Ok(()) => return,
-                Err(MessagingErr::SendErr(returned)) => {
-                    message = returned;
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)))).await;
-                }
-                Err(_) => return,
-            }
+            self.activate_named(self.shop_actor_name(id), ShopActor, args)
+        };
+        if let Err((message, code)) = self.deliver(message, activate).await {
+            tracing::debug!(shop = %id, error = %code, "shop not reached");
+            message.fail(code);
         }
-        message.fail(ErrorCode::unavailable("shop is restarting, retry"));
     }
 
     /// Asks shop `id` a request and waits for the answer (bounded by the actor call timeout).
@@ -1581,28 +1571,6 @@ impl NodeContext {
     pub(crate) async fn notify_shop(self: &Arc<Self>, notice: ShopNotice) {
         let shop = notice.shop.clone();
         self.send_to_shop(&shop, ShopMsg::Notice(notice)).await;
-    }
-
-    async fn activate_shop(self: &Arc<Self>, id: &ShopId) -> Result<ActorRef<ShopMsg>, ErrorCode> {
-        let name = self.shop_actor_name(id);
-        if let Some(actor) = ActorRef::<ShopMsg>::where_is(name.clone()) {
-            return Ok(actor);
-        }
-        let args = ShopArgs {
-            id: id.clone(),
-            ctx: self.clone(),
-        };
-        match Actor::spawn_linked(Some(name.clone()), ShopActor, args, self.supervisor.clone())
-            .await
-        {
-            Ok((actor, _join)) => Ok(actor),
-            Err(SpawnErr::ActorAlreadyRegistered(_)) => ActorRef::<ShopMsg>::where_is(name)
-                .ok_or_else(|| ErrorCode::unavailable("shop is restarting, retry")),
-            Err(e) => {
-                tracing::error!(shop = %id, error = %e, "cannot activate shop");
-                Err(ErrorCode::unavailable("shop cannot be loaded"))
-            }
-        }
     }
 }
 
