@@ -130,7 +130,9 @@ pub(crate) async fn run(params: &ConnectParams, target: &Target) -> Result<Conne
         config.events = EventStart::Off;
         configs.push(config);
     }
-    let rss_before = rss_bytes(params.node_pid);
+    // Only a node this run spawned has a known process: `rss_bytes(None)` would be our own.
+    let node_rss = || params.node_pid.and_then(|pid| rss_bytes(Some(pid)));
+    let rss_before = node_rss();
     let node_cpu = || {
         params
             .node_pid
@@ -218,7 +220,7 @@ pub(crate) async fn run(params: &ConnectParams, target: &Target) -> Result<Conne
     ));
     sleep_until(hold_start + params.hold).await;
     let cpu = cpu.await.context("CPU sampling task")?;
-    let rss_after = rss_bytes(params.node_pid);
+    let rss_after = node_rss();
     let idle_connections_node = match params.admin {
         Some(admin) => match fetch_node_counters(admin).await {
             Ok(counters) => Some(counters.connections_active.max(0.0) as u64),
