@@ -69,9 +69,17 @@ pub(crate) fn check_chars(
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $allowed:literal, $ok:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(String);
+
+        // Serialized as the string it holds, borrowed (an `into = "String"` would clone it on
+        // every encode).
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
 
         impl $name {
             /// The id as a string slice.
@@ -288,8 +296,8 @@ impl fmt::Display for Seq {
 
 /// A conversation: either the one direct conversation between two users (named by both, in
 /// order, so both sides compute the same id) or a group.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "ConversationIdRepr", into = "ConversationIdRepr")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "ConversationIdRepr")]
 pub enum ConversationId {
     /// The direct conversation between `low` and `high`, with `low < high`.
     Direct {
@@ -431,7 +439,7 @@ impl FromStr for ConversationId {
 }
 
 /// The wire shape of a [`ConversationId`], validated on the way in.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 enum ConversationIdRepr {
     Direct(UserId, UserId),
     Group(GroupId),
@@ -465,19 +473,32 @@ impl TryFrom<ConversationIdRepr> for ConversationId {
     }
 }
 
-impl From<ConversationId> for ConversationIdRepr {
-    fn from(id: ConversationId) -> Self {
-        match id {
-            ConversationId::Direct { low, high } => ConversationIdRepr::Direct(low, high),
-            ConversationId::Group(g) => ConversationIdRepr::Group(g),
-            ConversationId::Channel(c) => ConversationIdRepr::Channel(c),
+/// [`ConversationIdRepr`] borrowing the ids it holds: the same encoding without cloning them.
+#[derive(Serialize)]
+#[serde(rename = "ConversationIdRepr")]
+enum ConversationIdReprRef<'a> {
+    Direct(&'a UserId, &'a UserId),
+    Group(GroupId),
+    Channel(ChannelId),
+    Comments(ChannelId, Seq),
+    Shop(&'a ShopId, &'a UserId),
+}
+
+impl Serialize for ConversationId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let repr = match self {
+            ConversationId::Direct { low, high } => ConversationIdReprRef::Direct(low, high),
+            ConversationId::Group(g) => ConversationIdReprRef::Group(*g),
+            ConversationId::Channel(c) => ConversationIdReprRef::Channel(*c),
             ConversationId::Comments { channel, post } => {
-                ConversationIdRepr::Comments(channel, post)
+                ConversationIdReprRef::Comments(*channel, *post)
             }
-            ConversationId::Shop { shop, customer } => ConversationIdRepr::Shop(shop, customer),
-        }
+            ConversationId::Shop { shop, customer } => ConversationIdReprRef::Shop(shop, customer),
+        };
+        repr.serialize(serializer)
     }
 }
+
 
 /// How a client names a conversation in a request: "my direct conversation with this user", or a
 /// group. The node resolves it to a [`ConversationId`] using the authenticated user.

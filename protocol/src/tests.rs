@@ -968,3 +968,31 @@ fn channel_ids_and_requests() {
         last_seen_ms: Some(1),
     }));
 }
+
+#[test]
+fn conversation_ids_round_trip_through_the_codec() {
+    let alice: UserId = "alice".parse().unwrap();
+    let bob: UserId = "bob".parse().unwrap();
+    let ids = [
+        ConversationId::direct(alice.clone(), bob.clone()).unwrap(),
+        ConversationId::Group(GroupId::new(7).unwrap()),
+        ConversationId::Channel(ChannelId::new(9).unwrap()),
+        ConversationId::Comments {
+            channel: ChannelId::new(9).unwrap(),
+            post: Seq::new(3),
+        },
+        ConversationId::Shop {
+            shop: "a:shop".parse().unwrap(),
+            customer: bob,
+        },
+    ];
+    for id in ids {
+        let bytes = codec::encode(&id).unwrap();
+        let back: ConversationId = codec::decode(&bytes, 1024).unwrap();
+        assert_eq!(back, id);
+        // Ids are encoded as their strings (length and bytes), borrowed.
+        let user_bytes = codec::encode(&alice).unwrap();
+        let string_bytes = codec::encode(&"alice".to_string()).unwrap();
+        assert_eq!(user_bytes, string_bytes);
+    }
+}
