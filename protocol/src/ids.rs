@@ -499,7 +499,6 @@ impl Serialize for ConversationId {
     }
 }
 
-
 /// How a client names a conversation in a request: "my direct conversation with this user", or a
 /// group. The node resolves it to a [`ConversationId`] using the authenticated user.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -42,7 +42,6 @@ fn is_derived_id_char(c: char) -> bool {
     is_id_char(c) || c == '#'
 }
 
-
 string_id!(
     /// A shop.
     ShopId,
