@@ -456,8 +456,19 @@ impl Shop {
         command: OrderCommand,
         now_ms: u64,
     ) -> Result<Effects, Error> {
-        let result = self.handle_command(actor, command_id, order_id, command, now_ms);
-        self.refresh_deadline(order_id);
+        self.on_order(order_id, |shop| {
+            shop.handle_command(actor, command_id, order_id, command, now_ms)
+        })
+    }
+
+    /// Runs `change` on order `id`, then brings the order indexes up to date with it.
+    fn on_order<T>(
+        &mut self,
+        id: &OrderId,
+        change: impl FnOnce(&mut Shop) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let result = change(self);
+        self.refresh_deadline(id);
         result
     }
 
@@ -509,9 +520,9 @@ impl Shop {
         now_ms: u64,
     ) -> Result<Notified, Error> {
         let order_id = self.order_of_payment(&notification.payment)?;
-        let result = self.notify_order(&order_id, notification, now_ms);
-        self.refresh_deadline(&order_id);
-        result
+        self.on_order(&order_id, |shop| {
+            shop.notify_order(&order_id, notification, now_ms)
+        })
     }
 
     fn notify_order(
@@ -543,9 +554,9 @@ impl Shop {
         now_ms: u64,
     ) -> Result<Effects, Error> {
         let order_id = self.order_of_payment(&snapshot.payment)?;
-        let result = self.snapshot_order(&order_id, snapshot, now_ms);
-        self.refresh_deadline(&order_id);
-        result
+        self.on_order(&order_id, |shop| {
+            shop.snapshot_order(&order_id, snapshot, now_ms)
+        })
     }
 
     fn snapshot_order(

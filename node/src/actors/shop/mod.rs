@@ -610,13 +610,15 @@ impl ShopActorState {
             user: user.clone(),
             op: op.clone(),
         };
-        let mut applied = match self.shop.apply(&input, now) {
+        let applied = match self.shop.apply(&input, now) {
             Ok(applied) => applied,
             Err(code) => {
                 answer(reply, Err(code));
                 return;
             }
         };
+        // Only a change is logged (a retried promotion, a replayed command change nothing).
+        let logged = applied.changed.then_some(input);
         let result = match &op {
             ShopOp::Create { .. } => Ok(ShopReply::Info(self.shop.info(&user, now))),
             ShopOp::CartAdd { .. }
@@ -635,13 +637,7 @@ impl ShopActorState {
                     Ok(draft) => after.post = Some((user.clone(), draft, reply)),
                     Err(code) => answer(reply, Err(code)),
                 }
-                self.commit(
-                    myself,
-                    if applied.changed { Some(input) } else { None },
-                    applied,
-                    after,
-                    now,
-                );
+                self.commit(myself, logged, applied, after, now);
                 return;
             }
             ShopOp::Promote {
@@ -678,19 +674,14 @@ impl ShopActorState {
                     remaining,
                     reply: Some(reply),
                 });
-                let input = applied.changed.then_some(input);
-                applied.changed = true;
-                self.commit(myself, input, applied, after, now);
+                self.commit(myself, logged, applied, after, now);
                 return;
             }
             _ => {}
         }
         // Answer once durable.
-        let input = applied.changed.then_some(input);
-        after.post = None;
-        let ctx_reply = reply;
-        self.commit_then(myself, input, applied, after, now, move |res| {
-            answer(ctx_reply, res.map_err(|e| e.to_error_code()).and(result));
+        self.commit_then(myself, logged, applied, after, now, move |res| {
+            answer(reply, res.map_err(|e| e.to_error_code()).and(result));
         });
     }
 
