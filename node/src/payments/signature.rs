@@ -28,17 +28,35 @@ const TAG_BYTES: usize = 32;
 /// the tests' provider server signs with it).
 #[cfg(test)]
 pub(crate) fn sign(secret: &[u8], timestamp_secs: u64, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let tag = hmac::sign(&key, &signed_payload(&timestamp_secs.to_string(), body));
+    sign_with(
+        &hmac::Key::new(hmac::HMAC_SHA256, secret),
+        timestamp_secs,
+        body,
+    )
+}
+
+/// [`sign`] with a prepared key (a sender signing many bodies with one secret).
+pub(crate) fn sign_with(key: &hmac::Key, timestamp_secs: u64, body: &[u8]) -> String {
+    let tag = hmac::sign(key, &signed_payload(&timestamp_secs.to_string(), body));
     hex(tag.as_ref())
 }
 
 /// A whole header value, `t=<timestamp_secs>,v1=<signature>`, as the provider sends it.
 #[cfg(test)]
 pub(crate) fn header_value(secret: &[u8], timestamp_secs: u64, body: &[u8]) -> String {
+    header_value_with(
+        &hmac::Key::new(hmac::HMAC_SHA256, secret),
+        timestamp_secs,
+        body,
+    )
+}
+
+/// [`header_value`] with a prepared key: also the `Piazza-Signature` of outgoing event
+/// webhooks, which use the same scheme.
+pub(crate) fn header_value_with(key: &hmac::Key, timestamp_secs: u64, body: &[u8]) -> String {
     format!(
         "t={timestamp_secs},v1={}",
-        sign(secret, timestamp_secs, body)
+        sign_with(key, timestamp_secs, body)
     )
 }
 
@@ -104,7 +122,6 @@ fn signed_payload(timestamp: &str, body: &[u8]) -> Vec<u8> {
     payload
 }
 
-#[cfg(test)]
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

@@ -64,16 +64,7 @@ impl Endpoint {
                 super::config::URL_BYTES_MAX
             ));
         }
-        if url.starts_with("https://") {
-            return Err(
-                "https is not supported by the built-in client: use an http:// URL \
-                        (a TLS-originating proxy on loopback for an https receiver)"
-                    .into(),
-            );
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+        let rest = crate::payments::http::client::strip_http(url, "an https receiver")?;
         let (authority, path_and_query) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
             Some(i) => (&rest[..i], rest[i..].to_owned()),
@@ -82,26 +73,7 @@ impl Endpoint {
         if path_and_query.contains(['#', ' ']) {
             return Err("the URL may not have a fragment or spaces".into());
         }
-        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-            let (host, after) = inner
-                .split_once(']')
-                .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() || host.contains(['@', ' ']) {
-            return Err(format!(
-                "{url:?} has no usable host (credentials are not supported)"
-            ));
-        }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
-            None => 80,
-        };
+        let (host, port) = crate::payments::http::client::host_and_port(url, authority)?;
         // Reject what the request builder would: better at start-up than at every attempt.
         path_and_query
             .parse::<hyper::Uri>()
@@ -115,22 +87,11 @@ impl Endpoint {
     }
 }
 
-/// `t=<unix secs>,v1=<hex hmac-sha256(secret, "<t>.<body>")>`.
+/// `t=<unix secs>,v1=<hex hmac-sha256(secret, "<t>.<body>")>`: the payment providers' scheme,
+/// so one function signs both.
 pub(crate) fn signature(key: &hmac::Key, unix_secs: u64, body: &[u8]) -> String {
-    let mut context = hmac::Context::with_key(key);
-    context.update(unix_secs.to_string().as_bytes());
-    context.update(b".");
-    context.update(body);
-    let tag = context.sign();
-    let mut hex = String::with_capacity(64);
-    for byte in tag.as_ref() {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    format!("t={unix_secs},v1={hex}")
+    crate::payments::signature::header_value_with(key, unix_secs, body)
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Delivers to one endpoint with one secret.
 pub(crate) struct WebhookTransport {

@@ -42,16 +42,7 @@ impl BaseUrl {
         if url.len() > BASE_URL_BYTES_MAX {
             return Err(format!("longer than {BASE_URL_BYTES_MAX} bytes"));
         }
-        if url.starts_with("https://") {
-            return Err(
-                "https is not supported by the built-in client: use an http:// URL \
-                        (a TLS-originating proxy on loopback for a real provider)"
-                    .into(),
-            );
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+        let rest = strip_http(url, "a real provider")?;
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -59,24 +50,7 @@ impl BaseUrl {
         if prefix.contains(['?', '#']) {
             return Err("the base URL may not have a query or fragment".into());
         }
-        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-            let (host, after) = inner
-                .split_once(']')
-                .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() || host.contains(['@', ' ']) {
-            return Err(format!("{url:?} has no usable host"));
-        }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
-            None => 80,
-        };
+        let (host, port) = host_and_port(url, authority)?;
         Ok(BaseUrl {
             host: host.to_owned(),
             port,
@@ -84,6 +58,44 @@ impl BaseUrl {
             prefix: prefix.to_owned(),
         })
     }
+}
+
+/// What follows `http://` in `url`; `https://` is refused with advice naming `for_what` (the
+/// built-in client speaks plain HTTP only).
+pub(crate) fn strip_http<'u>(url: &'u str, for_what: &str) -> Result<&'u str, String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "https is not supported by the built-in client: use an http:// URL \
+             (a TLS-originating proxy on loopback for {for_what})"
+        ));
+    }
+    url.strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} is not an http:// URL"))
+}
+
+/// The host (without brackets for IPv6) and port (80 by default) of a URL's `authority`.
+pub(crate) fn host_and_port<'a>(url: &str, authority: &'a str) -> Result<(&'a str, u16), String> {
+    let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+        let (host, after) = inner
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() || host.contains(['@', ' ']) {
+        return Err(format!(
+            "{url:?} has no usable host (credentials are not supported)"
+        ));
+    }
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+        None => 80,
+    };
+    Ok((host, port))
 }
 
 /// A complete answer.
