@@ -82,7 +82,9 @@ P "$alice" catalog put forno menu --title Menu
 P "$alice" catalog product forno croissant --catalog menu --title Croissant --price 1.50 --currency EUR
 P "$alice" catalog stock forno croissant --on-hand 40
 P "$alice" coupon put forno welcome10 --percent 10 --for-days 30 --per-customer-max 1
-P "$bob" catalog list forno | grep -q '40 available'
+# (Outputs go to files before grep: `grep -q` in a pipe may close it before the CLI is done.)
+P "$bob" catalog list forno >"$work/catalog.out"
+grep -q '40 available' "$work/catalog.out"
 P "$bob" shop ask forno croissant "Nut-free?"
 P "$bob" cart add forno croissant --quantity 4
 P "$bob" --json order checkout forno --order bob-1 --coupon welcome10 | tee "$work/order.out"
@@ -103,11 +105,13 @@ P "$alice" order refund forno bob-1 --amount 1.00
 P "$bob" shop history forno | tee "$work/shop.out"
 grep -q '#shop: Ciao! How can we help?' "$work/shop.out"
 grep -q 'is now fulfilled' "$work/shop.out"
-P "$bob" catalog show forno croissant | grep -q '36 available'
+P "$bob" catalog show forno croissant >"$work/product.out"
+grep -q '36 available' "$work/product.out"
 
 curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null
-curl -sf "http://127.0.0.1:$admin/metrics" | grep -q piazza_sends_total
-curl -sf "http://127.0.0.1:$admin/metrics" | grep -q piazza_commerce_events_total
+curl -sf "http://127.0.0.1:$admin/metrics" >"$work/metrics.out"
+grep -q piazza_sends_total "$work/metrics.out"
+grep -q piazza_commerce_events_total "$work/metrics.out"
 
 kill -TERM "$node_pid"
 wait "$node_pid"
