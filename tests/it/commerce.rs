@@ -1055,6 +1055,22 @@ async fn product_messages_offers_and_quick_replies() {
         .await
         .unwrap_err();
     assert!(matches!(e, piazza_client::ClientError::Invalid(_)), "{e}");
+    // Product messages and lists go to customers only, not to staff.
+    let e = olga
+        .send_product_list(
+            &shop,
+            user("olga"),
+            "Staff",
+            vec![("Bread".into(), vec!["bread".parse().unwrap()])],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(code(e), ErrorCode::Invalid { .. }));
+    let e = olga
+        .send_product(&shop, user("olga"), "bread".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(code(e), ErrorCode::Invalid { .. }));
     // Customers cannot send product messages.
     let e = alice
         .send_product(&shop, user("bob"), "bread".parse().unwrap())

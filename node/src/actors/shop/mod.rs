@@ -581,7 +581,7 @@ impl ShopActorState {
                 customer,
                 header,
                 sections,
-            } if exists => match self.product_list(&user, header, sections, now) {
+            } if exists => match self.product_list(&user, customer, header, sections, now) {
                 Ok(draft) => {
                     self.post_as(customer.clone(), user, draft, reply);
                     return;
@@ -1337,6 +1337,28 @@ impl ShopActorState {
         ShopReply::Orders { orders, more }
     }
 
+    /// Staff may send product messages, and only to customers.
+    fn check_staff_to_customer(&self, user: &UserId, customer: &UserId) -> Result<(), ErrorCode> {
+        if !self.shop.is_staff(user) {
+            return Err(ErrorCode::Forbidden);
+        }
+        if customer.is_reserved() || self.shop.is_staff(customer) {
+            return Err(ErrorCode::invalid("customer", "not a customer"));
+        }
+        Ok(())
+    }
+
+    /// The card of a product of this shop, priced now.
+    fn card(&self, product: &ProductId, now: u64) -> Result<ProductCard, ErrorCode> {
+        let product = self
+            .shop
+            .core
+            .catalog()
+            .product(product)
+            .ok_or(ErrorCode::NotFound)?;
+        Ok(card_of(&self.shop, product, now))
+    }
+
     fn product_message(
         &self,
         user: &UserId,
@@ -1344,46 +1366,28 @@ impl ShopActorState {
         product: &ProductId,
         now: u64,
     ) -> Result<Draft, ErrorCode> {
-        if !self.shop.is_staff(user) {
-            return Err(ErrorCode::Forbidden);
-        }
-        if customer.is_reserved() || self.shop.is_staff(customer) {
-            return Err(ErrorCode::invalid("customer", "not a customer"));
-        }
-        let product = self
-            .shop
-            .core
-            .catalog()
-            .product(product)
-            .ok_or(ErrorCode::NotFound)?;
+        self.check_staff_to_customer(user, customer)?;
         Ok(commerce_draft(CommerceBody::Product {
             shop: self.shop.id.clone(),
-            product: card_of(&self.shop, product, now),
+            product: self.card(product, now)?,
         }))
     }
 
     fn product_list(
         &self,
         user: &UserId,
+        customer: &UserId,
         header: &str,
         sections: &[(String, Vec<ProductId>)],
         now: u64,
     ) -> Result<Draft, ErrorCode> {
-        if !self.shop.is_staff(user) {
-            return Err(ErrorCode::Forbidden);
-        }
-        let catalog = self.shop.core.catalog();
+        self.check_staff_to_customer(user, customer)?;
         let sections = sections
             .iter()
             .map(|(title, products)| {
                 let cards = products
                     .iter()
-                    .map(|p| {
-                        catalog
-                            .product(p)
-                            .map(|p| card_of(&self.shop, p, now))
-                            .ok_or(ErrorCode::NotFound)
-                    })
+                    .map(|p| self.card(p, now))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok((title.clone(), cards))
             })
@@ -1396,15 +1400,9 @@ impl ShopActorState {
     }
 
     fn ask_message(&self, product: &ProductId, text: &str, now: u64) -> Result<Draft, ErrorCode> {
-        let product = self
-            .shop
-            .core
-            .catalog()
-            .product(product)
-            .ok_or(ErrorCode::NotFound)?;
         Ok(commerce_draft(CommerceBody::AskAbout {
             shop: self.shop.id.clone(),
-            product: card_of(&self.shop, product, now),
+            product: self.card(product, now)?,
             text: text.to_owned(),
         }))
     }
